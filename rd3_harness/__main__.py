@@ -1,0 +1,3 @@
+from rd3_harness.cli import main
+
+main()

@@ -1,0 +1,165 @@
+"""`rd3h protocol list|show|validate|hash|diff|schema`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rd3_harness.cli.common import JsonOpt, ProtocolArg, err, out, print_json
+from rd3_harness.errors import ProtocolError, UsageError
+from rd3_harness.protocol import diff_metadata, diff_settings, dump_yaml, protocol_hash, short_hash
+from rd3_harness.protocol.diff import MISSING
+from rd3_harness.protocol.library import registered_protocols, resolve_protocol
+from rd3_harness.protocol.schema import Protocol
+
+app = typer.Typer(help="Validate, hash, show and compare protocols.", no_args_is_help=True)
+
+
+def json_schema() -> dict:
+    schema = Protocol.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rd3-harness evaluation protocol"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """Registered protocols (shipped and from plugins) with their hashes."""
+    rows = []
+    for name, path in sorted(registered_protocols().items()):
+        try:
+            p, _ = resolve_protocol(path, check=False)
+            rows.append(
+                {
+                    "name": name,
+                    "hash": protocol_hash(p),
+                    "dataset": p.dataset.name,
+                    "ipc": p.ipc,
+                    "description": " ".join(p.description.split()).split(". ")[0],
+                    "path": str(path),
+                }
+            )
+        except ProtocolError as exc:
+            rows.append({"name": name, "hash": None, "error": "; ".join(exc.problems), "path": str(path)})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "hash", "dataset", "ipc", "description", box=None)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            short_hash(r["hash"]) if r["hash"] else "[red]invalid[/]",
+            r.get("dataset", ""),
+            str(r.get("ipc", "")),
+            r.get("description") or r.get("error", ""),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(protocol: ProtocolArg, as_json: JsonOpt = False) -> None:
+    """The protocol with every default written out, and its hash."""
+    p, path = resolve_protocol(protocol, check=False)
+    if as_json:
+        print_json({"hash": protocol_hash(p), "source": str(path), "protocol": p.model_dump(mode="json")})
+        return
+    err.print(f"# {path}  sha256:{protocol_hash(p)}", highlight=False)
+    out.print(dump_yaml(p), end="", markup=False, highlight=False)
+
+
+@app.command()
+def validate(
+    protocols: Annotated[list[str], typer.Argument(help="Protocol files or registered names.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check protocols against the schema and the registries; exit 2 if any is invalid."""
+    results = []
+    for ref in protocols:
+        try:
+            p, path = resolve_protocol(ref)
+            results.append({"protocol": ref, "valid": True, "hash": protocol_hash(p), "problems": []})
+        except ProtocolError as exc:
+            results.append({"protocol": ref, "valid": False, "hash": None, "problems": exc.problems})
+        except UsageError as exc:
+            results.append({"protocol": ref, "valid": False, "hash": None, "problems": [str(exc)]})
+    if as_json:
+        print_json(results)
+    else:
+        for r in results:
+            if r["valid"]:
+                err.print(f"[green]valid[/]   {r['protocol']}  sha256:{short_hash(r['hash'])}", highlight=False)
+            else:
+                err.print(f"[red]invalid[/] {r['protocol']}", highlight=False)
+                for problem in r["problems"]:
+                    err.print(f"  {problem}", markup=False, highlight=False)
+    if not all(r["valid"] for r in results):
+        raise typer.Exit(2)
+
+
+@app.command("hash")
+def hash_(
+    protocols: Annotated[list[str], typer.Argument(help="Protocol files or registered names.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The sha256 of each protocol's settings (metadata, key order and formatting excluded)."""
+    rows = []
+    for ref in protocols:
+        p, _ = resolve_protocol(ref, check=False)
+        rows.append({"protocol": ref, "hash": protocol_hash(p)})
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            out.print(f"{r['hash']}  {r['protocol']}", markup=False, highlight=False)
+
+
+def _plain(value):
+    return "<absent>" if value is MISSING else value
+
+
+def _fmt(value) -> str:
+    value = _plain(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@app.command()
+def diff(a: ProtocolArg, b: ProtocolArg, as_json: JsonOpt = False) -> None:
+    """Every setting that differs between two protocols."""
+    pa, _ = resolve_protocol(a, check=False)
+    pb, _ = resolve_protocol(b, check=False)
+    changes, meta = diff_settings(pa, pb), diff_metadata(pa, pb)
+    ha, hb = protocol_hash(pa), protocol_hash(pb)
+    if as_json:
+        print_json(
+            {
+                "a": {"protocol": a, "hash": ha},
+                "b": {"protocol": b, "hash": hb},
+                "identical_settings": not changes,
+                "settings": [{"path": c.path, "a": _plain(c.old), "b": _plain(c.new)} for c in changes],
+                "metadata": [{"path": c.path, "a": c.old, "b": c.new} for c in meta],
+            }
+        )
+        return
+    if not changes:
+        err.print(f"settings are identical: sha256:{ha}", highlight=False)
+        if meta:
+            err.print(f"only metadata differs: {', '.join(c.path for c in meta)}", highlight=False)
+        return
+    table = Table("setting", a, b, title=f"{len(changes)} setting(s) differ", box=None)
+    for c in changes:
+        table.add_row(c.path, _fmt(c.old), _fmt(c.new))
+    out.print(table)
+    err.print(f"a sha256:{short_hash(ha)}  b sha256:{short_hash(hb)}", highlight=False)
+
+
+@app.command()
+def schema() -> None:
+    """The protocol JSON Schema (protocols/protocol.schema.json is generated from it)."""
+    out.print(schema_text(), end="", markup=False, highlight=False)

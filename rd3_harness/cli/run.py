@@ -1,0 +1,204 @@
+"""`rd3h run`, `rd3h synthesize` and `rd3h evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rd3_harness.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    OutOpt,
+    ProtocolOpt,
+    err,
+    out,
+    parse_pairs,
+    parse_seeds,
+    pct,
+    print_json,
+    settings,
+)
+from rd3_harness.errors import UsageError
+from rd3_harness.progress import rich_progress
+from rd3_harness.protocol import short_hash
+
+PluginOpt = Annotated[str, typer.Option("--plugin", help="Method plugin name (see `rd3h plugins`).")]
+ConfigOpt = Annotated[
+    list[str] | None, typer.Option("--config", "-c", help="Method config override key=value (repeatable).")
+]
+ConfigFileOpt = Annotated[Path | None, typer.Option("--config-file", help="YAML file of method config keys.")]
+SeedsOpt = Annotated[
+    str | None, typer.Option("--seeds", help="Evaluation seeds, e.g. 0,1,2 (changes the protocol hash).")
+]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Synthesize again even if a cached set exists.")]
+
+
+def _config(pairs: list[str] | None, file: Path | None) -> dict:
+    config = {}
+    if file is not None:
+        from rd3_harness.protocol.io import read_document
+
+        data = read_document(file)
+        if not isinstance(data, dict):
+            raise UsageError(f"{file}: a config file is a mapping of keys to values")
+        config.update(data)
+    config.update(parse_pairs(pairs))
+    return config
+
+
+def print_run(outcome, as_json: bool) -> None:
+    run = outcome.run
+    if as_json:
+        print_json(
+            {
+                "run": json.loads(run.model_dump_json(by_alias=True)),
+                "records": [json.loads(r.model_dump_json()) for r in outcome.records],
+            }
+        )
+        return
+    synth = run.synthesis
+    title = f"{run.plugin.name} under {run.protocol_name}  sha256:{short_hash(run.protocol_hash)}"
+    table = Table("student", "top-1 % (mean ± std)", "95% CI", "top-5 %", "seeds", "eval s", title=title, box=None)
+    for s in run.summary:
+        std = f" ± {100 * s.std:.2f}" if s.std is not None else ""
+        ci = f"[{pct(s.ci95_low)}, {pct(s.ci95_high)}]" if s.ci95_low is not None else "-"
+        flag = "  [yellow](best-of-run: selected on test set)[/]" if s.test_set_selection else ""
+        wall = sum(r.train_wall_s + r.eval_wall_s for r in outcome.records if r.student == s.student)
+        table.add_row(
+            s.student, f"{pct(s.mean)}{std}{flag}", ci, pct(s.top5_mean), ",".join(map(str, s.seeds)), f"{wall:.1f}"
+        )
+    out.print(table)
+    synth_text = f"{synth.wall_s:.1f} s" if synth else "n/a"
+    reused = " (cached set reused)" if run.synset and run.synset.reused else ""
+    err.print(
+        f"time-to-synthesize {synth_text}{reused}; storage {run.synset.storage_bytes} bytes; "
+        f"run {run.run_id} in {outcome.synset_folder.parent.parent if outcome.synset_folder else ''}",
+        highlight=False,
+    )
+
+
+def run(
+    plugin: PluginOpt = "random",
+    protocol: ProtocolOpt = None,
+    config: ConfigOpt = None,
+    config_file: ConfigFileOpt = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+    out_dir: OutOpt = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    fresh: FreshOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Synthesize with a method plugin, evaluate under the protocol, record the result."""
+    from rd3_harness import runner
+
+    s = settings(out_dir, device, download, data_root)
+    with rich_progress(err):
+        outcome = runner.run(
+            plugin, protocol, settings=s, config=_config(config, config_file), seeds=parse_seeds(seeds), reuse=not fresh
+        )
+    print_run(outcome, as_json)
+
+
+def synthesize(
+    plugin: PluginOpt,
+    protocol: ProtocolOpt = None,
+    config: ConfigOpt = None,
+    config_file: ConfigFileOpt = None,
+    device: DeviceOpt = None,
+    out_dir: OutOpt = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    fresh: FreshOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Only synthesize: save the set (manifest.json + images.safetensors + grid.png)."""
+    from rd3_harness import runner
+
+    s = settings(out_dir, device, download, data_root)
+    with rich_progress(err):
+        ws = runner.open_workspace(protocol, s)
+        result = runner.synthesize(ws, plugin, _config(config, config_file), reuse=not fresh)
+    if as_json:
+        print_json({"folder": str(result.folder), "reused": result.reused, "manifest": result.manifest})
+    else:
+        cost = result.manifest.get("synthesis", {})
+        out.print(str(result.folder), markup=False, highlight=False)
+        err.print(
+            f"{result.manifest['count']} images, sha256 {result.manifest['sha256'][:12]}, "
+            f"time-to-synthesize {cost.get('wall_s', float('nan')):.1f} s{' (cached)' if result.reused else ''}",
+            highlight=False,
+        )
+
+
+def evaluate(
+    synset: Annotated[Path, typer.Argument(help="Synthetic set: an rd3h folder (manifest.json) or an ImageFolder.")],
+    protocol: ProtocolOpt = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Method name to record [default: manifest's, or 'external'].")
+    ] = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+    out_dir: OutOpt = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a synthetic set made elsewhere under the protocol and record it."""
+    from rd3_harness import runner
+    from rd3_harness.data.synset import import_image_folder, is_image_folder, load_synset, save_synset
+    from rd3_harness.results.record import PluginRef
+    from rd3_harness.results.store import Store
+
+    if not synset.is_dir():
+        raise UsageError(f"{synset}: not a folder")
+    s = settings(out_dir, device, download, data_root)
+    with rich_progress(err):
+        ws = runner.open_workspace(protocol, s, parse_seeds(seeds))
+        p = ws.protocol
+        if (synset / "manifest.json").is_file():
+            data, manifest = load_synset(synset)
+            folder = synset
+        elif is_image_folder(synset):
+            data = import_image_folder(
+                synset,
+                num_classes=ws.info.num_classes,
+                ipc=p.ipc,
+                channels=ws.info.channels,
+                resolution=p.dataset.resolution,
+                normalize=lambda x: ws.test.normalize(x.to(ws.test.device)).cpu(),
+            )
+            folder = s.out / "synsets" / f"imported-{synset.resolve().name}"
+            manifest = save_synset(
+                folder,
+                data,
+                {
+                    "method": name or "external",
+                    "dataset": p.dataset.name,
+                    "ipc": p.ipc,
+                    "num_classes": ws.info.num_classes,
+                    "source": str(synset.resolve()),
+                },
+                denormalize=lambda x: ws.test.denormalize(x.to(ws.test.device)).cpu(),
+            )
+        else:
+            raise UsageError(f"{synset}: neither an rd3h synthetic set (manifest.json) nor an ImageFolder")
+        method = name or manifest.get("method", "external")
+        plugin = PluginRef(name=method, version=str(manifest.get("plugin_version", "external")))
+        outcome = runner.evaluate(
+            ws, runner.Synthesized(data, manifest, folder, reused=True), plugin=plugin, store=Store.in_folder(s.out)
+        )
+    print_run(outcome, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(synthesize)
+    app.command()(evaluate)

@@ -1,0 +1,139 @@
+"""The model registry, timm-style: `list_models(pattern)` and `create_model(name, ...)`.
+
+Names resolve in this order: architectures registered by plugins (`register_models`; the core
+registers the ConvNet family and CIFAR-stem ResNets), `timm:NAME` through `timm.create_model`,
+then any torchvision classifier by its builder name. Input channels and class count follow the
+dataset; weights are always freshly initialised (teachers load theirs separately).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rd3_harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str = ""
+    source: str = ""
+
+
+class ChannelRepeat(nn.Module):
+    """Feeds a 1-channel input to a 3-channel torchvision model by repeating the channel."""
+
+    def __init__(self, model: nn.Module, channels: int = 3):
+        super().__init__()
+        self.channels, self.model = channels, model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.expand(-1, self.channels, -1, -1))
+
+
+def registered() -> dict[str, ModelEntry]:
+    from rd3_harness.plugins import get_plugins
+
+    return get_plugins().models
+
+
+@functools.cache
+def torchvision_classifiers() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names and torchvision classifiers matching a shell pattern (timm:NAME not listed:
+    any name of `timm.list_models()` works)."""
+    names = set(registered()) | set(torchvision_classifiers())
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+
+def describe(name: str) -> str:
+    entry = registered().get(name)
+    if entry is not None:
+        return entry.description
+    return "torchvision classifier" if name in torchvision_classifiers() else ""
+
+
+def is_known(name: str) -> bool:
+    return name in registered() or name.startswith("timm:") or name in torchvision_classifiers()
+
+
+def create_model(name: str, *, num_classes: int, in_channels: int = 3, resolution: int = 224) -> nn.Module:
+    """Build a freshly initialised model for a dataset (seed the global RNG first for
+    reproducible weights)."""
+    entry = registered().get(name)
+    if entry is not None:
+        return entry.factory(num_classes=num_classes, in_channels=in_channels, resolution=resolution)
+    if name.startswith("timm:"):
+        return _timm(name[5:], num_classes, in_channels, resolution)
+    if name in torchvision_classifiers():
+        return _torchvision(name, num_classes, in_channels, resolution)
+    close = fnmatch.filter(list_models(), f"*{name.split('_')[0]}*")[:8]
+    hint = f" Similar: {', '.join(close)}." if close else ""
+    raise UsageError(f"unknown architecture {name!r}.{hint} See `rd3h models list`.")
+
+
+def _torchvision(name: str, num_classes: int, in_channels: int, resolution: int) -> nn.Module:
+    import torchvision
+
+    kwargs = {"image_size": resolution} if name.startswith("vit_") else {}
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    return model if in_channels == 3 else ChannelRepeat(model)
+
+
+def _timm(name: str, num_classes: int, in_channels: int, resolution: int) -> nn.Module:
+    import timm
+
+    if name not in timm.list_models():
+        raise UsageError(f"unknown timm architecture {name!r}; see timm.list_models()")
+    kwargs = {"num_classes": num_classes, "in_chans": in_channels}
+    try:
+        return timm.create_model(name, pretrained=False, img_size=resolution, **kwargs)
+    except TypeError:  # convolutional models take no img_size
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UsageError(f"{type(model).__name__} has no linear classifier to take features from")
+    return linears[-1]
+
+
+def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Penultimate-layer features: the input of the model's last linear layer, flattened."""
+    captured: list[torch.Tensor] = []
+    handle = last_linear(model).register_forward_hook(lambda m, args, out: captured.append(args[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return captured[-1].flatten(1)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+__all__ = [
+    "ChannelRepeat",
+    "ModelEntry",
+    "create_model",
+    "describe",
+    "embed",
+    "has_batchnorm",
+    "is_known",
+    "last_linear",
+    "list_models",
+]

@@ -1,0 +1,1 @@
+"""Post-evaluation: augmentation, labels, losses, schedules and the training engine."""

@@ -1,0 +1,345 @@
+"""The post-evaluation engine: train every student x seed of a protocol on a synthetic set and
+measure it on the real test set.
+
+The synthetic set lives on the device as one tensor. Each epoch's batch order and augmentation
+parameters are a function of (stream seed, epoch) alone, so students that share a batch size
+train in lockstep on identical batches and share one teacher pass per batch (teacher reuse);
+training them one by one gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from rd3_harness.data.real import RealData
+from rd3_harness.models import create_model
+from rd3_harness.posteval.augment import Augmenter, AugmentParams
+from rd3_harness.posteval.labels import LabelProvider, TeacherEnsemble, make_provider
+from rd3_harness.posteval.losses import compute_loss
+from rd3_harness.posteval.optim import Scheduler, build_optimizer
+from rd3_harness.progress import progress
+from rd3_harness.protocol.schema import Protocol, Student
+from rd3_harness.seeding import derive_seed, generator
+
+
+@dataclass
+class StudentResult:
+    """One student x seed evaluation."""
+
+    student: str
+    seed: int
+    top1: float
+    """The reported top-1 accuracy (a fraction): final epoch's, or best-of-run when flagged."""
+    top5: float
+    final_top1: float
+    final_top5: float
+    test_set_selection: bool
+    """True when the reported number was selected on the test set (protocol report mode 'best')."""
+    selected_epoch: int
+    epochs: int
+    steps: int
+    images_seen: int
+    final_loss: float
+    train_wall_s: float
+    eval_wall_s: float
+    checks: list[tuple[int, float, float]] = field(default_factory=list)
+    """(epoch, top1, top5) of intermediate test evaluations (best-of-run mode only)."""
+
+
+def uses_global_rng(model: nn.Module) -> bool:
+    """Whether training draws from the global RNG (dropout, drop-path)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+        if "droppath" in type(m).__name__.lower() and getattr(m, "drop_prob", 0) > 0:
+            return True
+    return False
+
+
+def wants_channels_last(model: nn.Module, device: torch.device, setting: bool | None) -> bool:
+    """Runtime memory-format choice: on unless CPU GroupNorm (slow in channels_last) is present."""
+    if setting is not None:
+        return setting
+    if device.type == "cuda":
+        return True
+    return not any(isinstance(m, (nn.GroupNorm, nn.LayerNorm)) for m in model.modules())
+
+
+@torch.inference_mode()
+def accuracy(
+    model: nn.Module, test: RealData, *, batch_size: int = 500, precision: str = "fp32", channels_last: bool = False
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (fractions) on a whole split."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    k = min(5, test.num_classes)
+    correct1 = torch.zeros((), dtype=torch.int64, device=device)
+    correctk = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y in test.batches(batch_size):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x).float()
+        top = out.topk(k, dim=1).indices
+        hit = top == y[:, None]
+        correct1 += hit[:, 0].sum()
+        correctk += hit.any(1).sum()
+    model.train(was_training)
+    n = len(test)
+    return correct1.item() / n, correctk.item() / n
+
+
+class _Student:
+    """One student being trained: model, optimizer, schedule, optional EMA."""
+
+    def __init__(
+        self,
+        spec: Student,
+        protocol: Protocol,
+        seed: int,
+        steps_per_epoch: int,
+        shape: tuple[int, int, int],
+        num_classes: int,
+        device: torch.device,
+        channels_last: bool | None,
+    ):
+        ev = protocol.evaluation
+        self.name, self.spec = spec.architecture, spec
+        torch.manual_seed(derive_seed("student-init", seed, spec.architecture))
+        model = create_model(spec.architecture, num_classes=num_classes, in_channels=shape[0], resolution=shape[1])
+        self.channels_last = wants_channels_last(model, device, channels_last)
+        self.model = model.to(
+            device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )
+        self.model.train()
+        self.optimizer = build_optimizer(spec.optimizer or ev.optimizer, self.model)
+        self.scheduler = Scheduler(self.optimizer, spec.schedule or ev.schedule, ev.epochs, steps_per_epoch)
+        self.loss_spec, self.precision = ev.loss, ev.precision
+        self.rng_state = torch.get_rng_state() if uses_global_rng(self.model) else None
+        self.ema: nn.Module | None = None
+        self.ema_decay = ev.student_ema
+        if self.ema_decay is not None:
+            import copy
+
+            self.ema = copy.deepcopy(self.model).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+        self.loss_sum = torch.zeros((), device=device)
+        self.loss_count = 0
+        self.last_loss = float("nan")
+
+    def step(self, x: torch.Tensor, targets, epoch: int, step: int) -> None:
+        if self.rng_state is not None:
+            torch.set_rng_state(self.rng_state)
+        self.scheduler.set(epoch, step)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.model(x)
+        loss = compute_loss(self.loss_spec, out, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self._update_ema()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        if self.rng_state is not None:
+            self.rng_state = torch.get_rng_state()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        ema_p = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_p, list(self.model.parameters()), 1 - self.ema_decay)
+        for b_ema, b in zip(self.ema.buffers(), self.model.buffers()):
+            b_ema.copy_(b)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.model
+
+    def mean_loss(self) -> float:
+        """Mean training loss since the last call (one host sync)."""
+        if self.loss_count:
+            self.last_loss = (self.loss_sum / self.loss_count).item()
+            self.loss_sum.zero_()
+            self.loss_count = 0
+        return self.last_loss
+
+
+class BatchStream:
+    """Batch order and augmentation parameters of each epoch, drawn from (seed, epoch) alone."""
+
+    def __init__(self, n: int, batch_size: int, augmenter: Augmenter, seed: int):
+        self.n, self.batch_size, self.augmenter, self.seed = n, batch_size, augmenter, seed
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def epoch(self, e: int) -> Iterator[tuple[torch.Tensor, AugmentParams]]:
+        g = generator("batch-stream", self.seed, e)
+        order = torch.randperm(self.n, generator=g)
+        for start in range(0, self.n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield idx, self.augmenter.draw(len(idx), g)
+
+
+class Engine:
+    """Evaluate one synthetic set under one protocol."""
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        label_teachers: list[nn.Module],
+        test: RealData,
+        *,
+        device: torch.device,
+        fill: torch.Tensor | None = None,
+        soft_labels: torch.Tensor | None = None,
+        teacher_reuse: bool = True,
+        channels_last: bool | None = None,
+    ):
+        ev = protocol.evaluation
+        self.protocol, self.ev, self.device, self.test = protocol, ev, device, test
+        self.images = images.to(device, torch.float32)
+        self.labels = labels.to(device)
+        self.num_classes, self.shape = test.num_classes, tuple(images.shape[1:])
+        self.teacher_reuse, self.channels_last = teacher_reuse, channels_last
+        self.augmenter = Augmenter(ev.augmentation, self.shape[1], fill=fill)
+        cl = device.type == "cuda" if channels_last is None else channels_last
+        combine = getattr(ev.labels, "combine", "mean")
+        self.teacher = TeacherEnsemble(label_teachers, combine, ev.precision, cl) if label_teachers else None
+        self.provider: LabelProvider = make_provider(ev.labels, self.teacher, soft_labels)
+
+    def batch_size(self, student: Student) -> int:
+        return min(student.batch_size or self.ev.batch_size, len(self.images))
+
+    def groups(self) -> list[list[Student]]:
+        """Students that train in lockstep (same batch size); one each without teacher reuse."""
+        if not self.teacher_reuse:
+            return [[s] for s in self.ev.students]
+        by_bs: dict[int, list[Student]] = {}
+        for s in self.ev.students:
+            by_bs.setdefault(self.batch_size(s), []).append(s)
+        return list(by_bs.values())
+
+    def _inputs(self, idx: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+        x = self.images[idx.to(self.device)]
+        return self.augmenter.mix(self.augmenter.apply(x, p), p)
+
+    def _stream(self, seed: int, batch_size: int) -> BatchStream:
+        stream_seed = self.provider.stream_seed if self.provider.stream_seed is not None else seed
+        return BatchStream(len(self.images), batch_size, self.augmenter, stream_seed)
+
+    def prepare(self) -> None:
+        """Per-run label work: static soft labels, or the FKD precomputation."""
+        bs = self.batch_size(self.ev.students[0])
+        stream = self._stream(0, bs)
+
+        def replay() -> Iterator[tuple[int, int, torch.Tensor]]:
+            with progress(self.ev.epochs, "FKD relabel") as bar:
+                for e in range(self.ev.epochs):
+                    for b, (idx, p) in enumerate(stream.epoch(e)):
+                        yield e, b, self._inputs(idx, p)
+                    bar.advance()
+
+        self.provider.prepare(self.images, replay)
+
+    def run(
+        self, on_result: Callable[[StudentResult], None] | None = None, skip: Callable[[str, int], bool] | None = None
+    ) -> list[StudentResult]:
+        """Train and test every student x seed; `skip(student, seed)` leaves finished ones out."""
+        self.prepare()
+        results = []
+        for seed in self.ev.seeds:
+            for group in self.groups():
+                todo = [s for s in group if not (skip and skip(s.architecture, seed))]
+                if todo:
+                    for result in self._train_group(todo, seed):
+                        results.append(result)
+                        if on_result:
+                            on_result(result)
+        return results
+
+    def _train_group(self, specs: list[Student], seed: int) -> list[StudentResult]:
+        ev = self.ev
+        bs = self.batch_size(specs[0])
+        stream = self._stream(seed, bs)
+        students = [
+            _Student(
+                s,
+                self.protocol,
+                seed,
+                stream.steps_per_epoch,
+                self.shape,
+                self.num_classes,
+                self.device,
+                self.channels_last,
+            )
+            for s in specs
+        ]
+        report = ev.report
+        check_from = ev.epochs - math.floor(report.last_fraction * ev.epochs)
+        checks: dict[str, list[tuple[int, float, float]]] = {s.name: [] for s in students}
+        names = ", ".join(s.name for s in students)
+        started = time.perf_counter()
+        steps = 0
+        with progress(ev.epochs, f"seed {seed}: {names}") as bar:
+            for epoch in range(ev.epochs):
+                for b, (idx, p) in enumerate(stream.epoch(epoch)):
+                    x = self._inputs(idx, p)
+                    targets = self.provider.targets(epoch, b, idx, x, self.labels[idx.to(self.device)], p)
+                    for st in students:
+                        st.step(x, targets, epoch, b)
+                    steps += 1
+                done = epoch + 1
+                if report.mode == "best" and done >= check_from and done % report.every == 0 and done < ev.epochs:
+                    for st in students:
+                        checks[st.name].append((done, *self._accuracy(st)))
+                if done % 10 == 0 or done == ev.epochs:
+                    bar.advance(loss=min(st.mean_loss() for st in students))
+                else:
+                    bar.advance()
+        train_wall = time.perf_counter() - started
+        results = []
+        for st in students:
+            t0 = time.perf_counter()
+            final1, final5 = self._accuracy(st)
+            eval_wall = time.perf_counter() - t0
+            top1, top5, chosen = final1, final5, ev.epochs
+            if report.mode == "best":
+                history = checks[st.name] + [(ev.epochs, final1, final5)]
+                chosen, top1, top5 = max(history, key=lambda c: (c[1], c[0]))
+            results.append(
+                StudentResult(
+                    student=st.name,
+                    seed=seed,
+                    top1=top1,
+                    top5=top5,
+                    final_top1=final1,
+                    final_top5=final5,
+                    test_set_selection=report.mode == "best",
+                    selected_epoch=chosen,
+                    epochs=ev.epochs,
+                    steps=steps,
+                    images_seen=steps * bs,
+                    final_loss=st.mean_loss(),
+                    train_wall_s=train_wall,
+                    eval_wall_s=eval_wall,
+                    checks=checks[st.name],
+                )
+            )
+        return results
+
+    def _accuracy(self, st: _Student) -> tuple[float, float]:
+        return accuracy(st.evaluated, self.test, precision=self.ev.precision, channels_last=st.channels_last)

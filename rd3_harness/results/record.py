@@ -1,0 +1,217 @@
+"""Result records: one `RunRecord` per (run, student, seed) and one `Run` per run.
+
+Every record carries the protocol hash; the run holds the full protocol, method config,
+synthetic-set and teacher checksums, timings and the environment (lm-evaluation-harness style).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rd3_harness.results.stats import summarize
+
+SCHEMA = "rd3-run/1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(_Model):
+    name: str
+    version: str
+    distribution: str | None = None
+
+
+class SynsetRef(_Model):
+    sha256: str
+    path: str
+    count: int
+    storage_bytes: int
+    """Bytes of the stored synthetic set (images.safetensors: images, labels, soft labels)."""
+    pixel_bytes: int
+    """Bytes the images would take as 8-bit pixels (N x C x H x W)."""
+    label_storage_bytes: int = 0
+    """Bytes of soft labels the evaluation stores (static or FKD logits); 0 for online labels."""
+    reused: bool = False
+    """True when the set came from the cache instead of a new synthesis."""
+
+
+class SynthesisCost(_Model):
+    wall_s: float
+    cpu_s: float
+    peak_memory_bytes: int
+    memory_kind: Literal["rss", "cuda", "none"]
+
+
+class RunRecord(_Model):
+    """One evaluation: a student trained with one seed. Accuracies are fractions in [0, 1]."""
+
+    run_id: str
+    protocol_hash: str
+    protocol_name: str
+    method: str
+    plugin_version: str
+    method_config_hash: str
+    synset_sha256: str
+    teacher_sha256: str | None
+    student: str
+    seed: int
+    top1: float
+    top5: float
+    final_top1: float
+    final_top5: float
+    report_mode: Literal["final", "best"]
+    test_set_selection: bool
+    """Flag: the reported top1 was selected on the test set (protocol report mode 'best')."""
+    selected_epoch: int
+    epochs: int
+    steps: int
+    images_seen: int
+    final_loss: float | None
+    train_wall_s: float
+    eval_wall_s: float
+    synthesis_wall_s: float
+    storage_bytes: int
+    device: str
+    created: str
+
+
+class StudentSummary(_Model):
+    student: str
+    n: int
+    mean: float
+    std: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    top5_mean: float | None
+    seeds: list[int]
+    test_set_selection: bool
+
+
+class Environment(_Model):
+    python: str
+    platform: str
+    harness: str
+    torch: str
+    torchvision: str
+    timm: str | None
+    device: str
+    device_name: str
+    threads: int
+    cudnn: dict[str, Any] = Field(default_factory=dict)
+    git_commit: str | None = None
+
+
+class Run(_Model):
+    """One `rd3h run` or `rd3h evaluate`: what was evaluated, how, and the per-student summary."""
+
+    schema_: str = Field(SCHEMA, alias="schema")
+    run_id: str
+    created: str
+    finished: str | None = None
+    status: Literal["running", "complete", "failed"]
+    error: str | None = None
+    protocol: dict[str, Any]
+    protocol_hash: str
+    protocol_name: str
+    protocol_version: str
+    protocol_source: str
+    plugin: PluginRef
+    method_config: dict[str, Any]
+    method_config_hash: str
+    synset: SynsetRef | None
+    synthesis: SynthesisCost | None
+    teacher: dict[str, Any] | None
+    label_teachers: list[dict[str, Any]] = Field(default_factory=list)
+    evaluation_wall_s: float | None = None
+    summary: list[StudentSummary] = Field(default_factory=list)
+    environment: Environment
+    settings: dict[str, Any]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else v
+
+
+def summarize_records(records: list[RunRecord]) -> list[StudentSummary]:
+    """Per-student mean, std (ddof=1) and 95% t-interval over seeds, in first-seen order."""
+    out = []
+    for student in dict.fromkeys(r.student for r in records):
+        rs = sorted((r for r in records if r.student == student), key=lambda r: r.seed)
+        s = summarize([r.top1 for r in rs])
+        top5 = [r.top5 for r in rs if not math.isnan(r.top5)]
+        out.append(
+            StudentSummary(
+                student=student,
+                n=s.n,
+                mean=s.mean,
+                std=_nan_to_none(s.std),
+                ci95_low=_nan_to_none(s.ci95_low),
+                ci95_high=_nan_to_none(s.ci95_high),
+                top5_mean=sum(top5) / len(top5) if top5 else None,
+                seeds=[r.seed for r in rs],
+                test_set_selection=any(r.test_set_selection for r in rs),
+            )
+        )
+    return out
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: torch.device) -> Environment:
+    import torchvision
+
+    from rd3_harness import __version__
+
+    try:
+        import timm
+
+        timm_version = timm.__version__
+    except ImportError:
+        timm_version = None
+    cuda = device.type == "cuda"
+    return Environment(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        harness=__version__,
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        timm=timm_version,
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
+        threads=torch.get_num_threads(),
+        cudnn={
+            "enabled": torch.backends.cudnn.enabled,
+            "benchmark": torch.backends.cudnn.benchmark,
+            "deterministic": torch.backends.cudnn.deterministic,
+            "version": torch.backends.cudnn.version() if cuda else None,
+            "allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        },
+        git_commit=_git_commit(),
+    )

@@ -1,0 +1,139 @@
+"""The results store: SQLite (stdlib) in WAL mode under the output folder.
+
+One row per run (its JSON document) and one per (run, student, seed) record. Each write is one
+transaction; several processes may write at once (busy timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rd3_harness.errors import UsageError
+from rd3_harness.results.record import Run, RunRecord
+
+STORE_NAME = "results.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    status TEXT NOT NULL,
+    protocol_hash TEXT NOT NULL,
+    protocol_name TEXT NOT NULL,
+    method TEXT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    student TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    protocol_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    top1 REAL NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (run_id, student, seed)
+);
+CREATE INDEX IF NOT EXISTS records_by_hash ON records (protocol_hash, method);
+"""
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Store:
+        return cls(Path(folder) / STORE_NAME)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA foreign_keys=ON")
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def put_run(self, run: Run) -> None:
+        doc = run.model_dump_json(by_alias=True)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET "
+                "status=excluded.status, document=excluded.document",
+                (run.run_id, run.created, run.status, run.protocol_hash, run.protocol_name, run.plugin.name, doc),
+            )
+
+    def put_record(self, record: RunRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.run_id,
+                    record.student,
+                    record.seed,
+                    record.protocol_hash,
+                    record.method,
+                    record.top1,
+                    record.model_dump_json(),
+                ),
+            )
+
+    def runs(
+        self, *, protocol_hash: str | None = None, method: str | None = None, status: str | None = None
+    ) -> list[Run]:
+        query, args = "SELECT document FROM runs WHERE 1=1", []
+        for column, value in (("protocol_hash", protocol_hash), ("method", method), ("status", status)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                args.append(value)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY created, run_id", args).fetchall()
+        return [Run.model_validate_json(r[0]) for r in rows]
+
+    def run(self, run_id: str) -> Run:
+        with self._connect() as db:
+            rows = db.execute("SELECT document FROM runs WHERE run_id LIKE ?", (run_id + "%",)).fetchall()
+        if len(rows) != 1:
+            raise UsageError(f"{'no' if not rows else 'more than one'} run matches {run_id!r} in {self.path}")
+        return Run.model_validate_json(rows[0][0])
+
+    def records(self, run_id: str | None = None, *, protocol_hash: str | None = None) -> list[RunRecord]:
+        query, args = "SELECT document FROM records WHERE 1=1", []
+        if run_id is not None:
+            query, args = query + " AND run_id = ?", [*args, run_id]
+        if protocol_hash is not None:
+            query, args = query + " AND protocol_hash = ?", [*args, protocol_hash]
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY run_id, student, seed", args).fetchall()
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def export(self, run_id: str) -> dict:
+        """A run and its records as one JSON document (what authors hand to reviewers)."""
+        run = self.run(run_id)
+        return {
+            "run": json.loads(run.model_dump_json(by_alias=True)),
+            "records": [json.loads(r.model_dump_json()) for r in self.records(run.run_id)],
+        }
+
+    def integrity(self) -> str:
+        with self._connect() as db:
+            return db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,0 +1,66 @@
+"""Runtime settings: everything that must not change a result, kept out of the protocol.
+
+Precedence: explicit arguments (CLI options) over environment variables over defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rd3_harness.errors import UsageError
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+def _default_home() -> Path:
+    return _env_path("RD3_HOME", Path("~/.cache/rd3").expanduser())
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=_default_home)
+    """Cache for teachers and other reusable artifacts (RD3_HOME, default ~/.cache/rd3)."""
+    data_root: Path | None = None
+    """Where datasets are looked for (RD3_DATA_ROOT, default RD3_HOME/data)."""
+    out: Path = field(default_factory=lambda: _env_path("RD3_OUT", Path("rd3-results")))
+    """Output folder: results store and synthetic sets (--out or RD3_OUT, default ./rd3-results)."""
+    device: str = field(default_factory=lambda: os.environ.get("RD3_DEVICE", "auto"))
+    workers: int = field(default_factory=lambda: int(os.environ.get("RD3_WORKERS", "2")))
+    channels_last: bool | None = None
+    """Memory format; None lets the engine choose (on for convolutional students)."""
+    download: bool = False
+    teacher_reuse: bool = True
+    """Compute teacher logits once per batch for all students that share it."""
+    checkpoint_every: int = field(default_factory=lambda: int(os.environ.get("RD3_CHECKPOINT_EVERY", "0")))
+
+    def __post_init__(self) -> None:
+        if self.data_root is None:
+            object.__setattr__(self, "data_root", _env_path("RD3_DATA_ROOT", self.home / "data"))
+
+    @property
+    def torch_device(self) -> torch.device:
+        name = self.device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UsageError(f"--device {self.device!r}: use cpu, cuda, cuda:N or auto") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {self.device}: CUDA is not available on this machine")
+        return device
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with the given non-None values changed."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_record(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
