@@ -137,8 +137,6 @@ def synthesize(
             pass  # a damaged cache entry is made again
     p = ws.protocol
     device = ws.settings.torch_device
-    teacher = ws.teacher(p.teacher).model if info.needs_teacher else None
-    teachers = tuple(ws.teacher(t).model for t in p.synthesis_teachers) if info.needs_teacher else ()
     gen = torch.Generator().manual_seed(p.synthesis_seed)
     shape = ws.test.image_shape
 
@@ -154,17 +152,20 @@ def synthesize(
         image_shape=shape,
         config=config,
         real_data=ws.train if info.needs_real_data else None,
-        teacher=teacher,
-        teachers=teachers,
         generator=gen,
         seed=p.synthesis_seed,
         device=device,
         workdir=workdir,
+        cache_dir=ws.settings.home / "cache" / method,
         dataset=p.dataset.name,
         method=method,
         make_model=make_model,
         normalize=ws.test.normalize,
         denormalize=ws.test.denormalize,
+        load_teacher=(lambda: ws.teacher(p.teacher).model) if info.needs_teacher else (lambda: None),
+        load_teachers=(lambda: tuple(ws.teacher(t).model for t in p.synthesis_teachers))
+        if info.needs_teacher
+        else tuple,
     )
     try:
         synset = plugins.synthesize_caller(method)(ctx=ctx)

@@ -3,6 +3,7 @@ checks on what a plugin returns."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,19 +70,33 @@ class SynthesisContext:
     image_shape: tuple[int, int, int]
     config: BaseModel
     real_data: RealData | None
-    teacher: nn.Module | None
-    teachers: tuple[nn.Module, ...]
     generator: torch.Generator
     seed: int
     device: torch.device
     workdir: Path
+    """Scratch folder of this synthesis."""
+    cache_dir: Path
+    """A folder this method may keep across runs (e.g. real-data statistics of a teacher); key
+    what you store by what it depends on."""
     dataset: str
     method: str
     make_model: Callable[[str], nn.Module]
     normalize: Callable[[torch.Tensor], torch.Tensor]
     denormalize: Callable[[torch.Tensor], torch.Tensor]
+    load_teacher: Callable[[], nn.Module | None] = field(default=lambda: None, repr=False)
+    load_teachers: Callable[[], tuple[nn.Module, ...]] = field(default=tuple, repr=False)
     cost: dict[str, float] = field(default_factory=dict)
     """Filled by the core: wall and CPU seconds and peak memory of the `synthesize` call."""
+
+    @functools.cached_property
+    def teacher(self) -> nn.Module | None:
+        """The protocol's teacher, eval mode, on `device` (None unless `needs_teacher`)."""
+        return self.load_teacher()
+
+    @functools.cached_property
+    def teachers(self) -> tuple[nn.Module, ...]:
+        """The protocol's `synthesis_teachers` (loaded on first access; empty if it lists none)."""
+        return self.load_teachers()
 
     def progress(self, total: int | None, description: str) -> Task:
         """A progress bar the CLI renders; use as a context manager and call `advance()`."""

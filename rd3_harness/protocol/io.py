@@ -66,7 +66,7 @@ def parse_document(text: str, source: str = "<string>") -> Any:
     try:
         return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        message = " ".join(str(exc).split())
+        message = " ".join(str(exc).split()).replace(' in "<unicode string>",', "")
         if "could not determine a constructor" in message:
             message = "tags such as !!python/object are not allowed: " + message
         raise ProtocolError(source, [f"<document>: {message}"]) from None
