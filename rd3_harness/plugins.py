@@ -96,6 +96,15 @@ class Plugins:
                 )
                 self._add(record, ep.load)
 
+    def add(self, name: str, plugin: ModuleType | object, version: str = "0") -> PluginRecord:
+        """Register an in-process plugin (a module or object with hookimpls), with the same checks
+        as an installed one; returns its record (see `.error`)."""
+        record = PluginRecord(name, getattr(plugin, "__name__", type(plugin).__name__), version, None, builtin=False)
+        self._add(record, lambda: plugin)
+        for cached in ("datasets", "models", "protocols"):
+            self.__dict__.pop(cached, None)
+        return record
+
     def _add(self, record: PluginRecord, load: Callable[[], ModuleType]) -> None:
         self.records[record.name] = record
         try:
@@ -109,7 +118,10 @@ class Plugins:
         except pluggy.PluginValidationError as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            record.error = f"invalid hook implementation: {exc}"
+            record.error = (
+                f"invalid hook implementation: {' '.join(str(exc).split())}. A hook may take only arguments "
+                "named in its spec (see CONTRIBUTING.md, 'Hooks')"
+            )
             return
         except ValueError as exc:  # already registered under another name
             record.error = str(exc)

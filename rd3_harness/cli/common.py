@@ -13,7 +13,7 @@ from rich.console import Console
 from rd3_harness.errors import UsageError
 from rd3_harness.settings import Settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 ProtocolArg = Annotated[str, typer.Argument(help="Protocol file, or registered name (see `rd3h protocol list`).")]

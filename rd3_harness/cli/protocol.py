@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -71,7 +72,7 @@ def show(protocol: ProtocolArg, as_json: JsonOpt = False) -> None:
         print_json({"hash": protocol_hash(p), "source": str(path), "protocol": p.model_dump(mode="json")})
         return
     err.print(f"# {path}  sha256:{protocol_hash(p)}", highlight=False)
-    out.print(dump_yaml(p), end="", markup=False, highlight=False)
+    sys.stdout.write(dump_yaml(p))
 
 
 @app.command()
@@ -162,4 +163,4 @@ def diff(a: ProtocolArg, b: ProtocolArg, as_json: JsonOpt = False) -> None:
 @app.command()
 def schema() -> None:
     """The protocol JSON Schema (protocols/protocol.schema.json is generated from it)."""
-    out.print(schema_text(), end="", markup=False, highlight=False)
+    sys.stdout.write(schema_text())

@@ -27,7 +27,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 class Frozen(BaseModel):
     """Base of every protocol model: immutable, unknown keys refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 # ---------------------------------------------------------------- dataset

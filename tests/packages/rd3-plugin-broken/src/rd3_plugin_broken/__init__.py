@@ -1,0 +1,1 @@
+"""Plugins that must be reported as broken without breaking anything else."""

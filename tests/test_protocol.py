@@ -1,0 +1,162 @@
+"""The protocol schema, its files and its hash."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rd3_harness.cli.protocol import schema_text
+from rd3_harness.errors import ProtocolError
+from rd3_harness.protocol import diff_settings, dump_yaml, load_protocol, parse_protocol, protocol_hash, settings
+from rd3_harness.protocol.diff import flatten
+from rd3_harness.protocol.io import parse_document
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ROOT / "protocols"
+DEFAULT = PROTOCOLS / "cpu" / "fmnist-ipc10.v1.yaml"
+
+# Golden hashes: a change here means published numbers no longer match their protocol file.
+GOLDEN = {
+    "cpu/fmnist-ipc10.v1": "f931aa27ad59",
+    "cpu/fmnist-ipc1.v1": "ef54e867e996",
+    "cpu/fmnist-ipc50.v1": "1b92223175d1",
+}
+
+
+def raw(path: Path = DEFAULT) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_round_trip_keeps_every_setting(tmp_path):
+    protocol = load_protocol(DEFAULT)
+    written = tmp_path / "p.yaml"
+    written.write_text(dump_yaml(protocol))
+    again = load_protocol(written)
+    assert again == protocol
+    assert protocol_hash(again) == protocol_hash(protocol)
+    as_json = tmp_path / "p.json"
+    as_json.write_text(json.dumps(protocol.model_dump(mode="json")))
+    assert load_protocol(as_json) == protocol
+
+
+def test_hash_ignores_key_order_formatting_defaults_and_metadata(tmp_path):
+    base = protocol_hash(load_protocol(DEFAULT))
+    data = raw()
+    reordered = dict(reversed(list(data.items())))
+    reordered["evaluation"] = dict(reversed(list(data["evaluation"].items())))
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(yaml.safe_dump(reordered, default_flow_style=True, width=10_000))
+    assert protocol_hash(load_protocol(flow)) == base
+    explicit = tmp_path / "defaults.yaml"
+    explicit.write_text(dump_yaml(load_protocol(DEFAULT)))  # every default written out
+    assert "student_ema: null" in explicit.read_text()
+    assert protocol_hash(load_protocol(explicit)) == base
+    meta = copy.deepcopy(data)
+    meta.update(name="renamed", version="9", description="other words", citation="someone")
+    assert protocol_hash(parse_protocol(meta)) == base
+
+
+def _mutate(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 0.5 if value > 0.001 else value + 0.25
+    if isinstance(value, tuple):
+        return tuple(_mutate(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value)
+    return None
+
+
+def _set(data: dict, path: str, value) -> None:
+    import re
+
+    keys = [k for k in re.split(r"\.|\[(\d+)\]", path) if k]
+    node = data
+    for k in keys[:-1]:
+        node = node[int(k)] if k.isdigit() else node[k]
+    last = keys[-1]
+    node[int(last) if last.isdigit() else last] = list(value) if isinstance(value, tuple) else value
+
+
+def test_every_single_setting_change_changes_the_hash():
+    protocol = load_protocol(DEFAULT)
+    base = protocol_hash(protocol)
+    data = protocol.model_dump(mode="json")
+    changed = 0
+    for path, value in flatten(settings(protocol)).items():
+        new = _mutate(value)
+        if new is None or new == value:
+            continue
+        mutated = copy.deepcopy(data)
+        _set(mutated, path, new)
+        try:
+            other = parse_protocol(mutated)
+        except ProtocolError:
+            continue  # the change is out of bounds (e.g. a probability pushed above 1)
+        assert protocol_hash(other) != base, path
+        assert [c.path for c in diff_settings(protocol, other)] == [path]
+        changed += 1
+    assert changed >= 40  # the default protocol has dozens of numeric and boolean settings
+
+
+@pytest.mark.parametrize("path", sorted(PROTOCOLS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(PROTOCOLS)))
+def test_shipped_protocols_validate(path):
+    load_protocol(path)
+
+
+def test_golden_hashes():
+    for name, digest in GOLDEN.items():
+        assert protocol_hash(load_protocol(PROTOCOLS / f"{name}.yaml"))[:12] == digest, name
+
+
+def test_schema_file_is_current():
+    assert (PROTOCOLS / "protocol.schema.json").read_text() == schema_text(), (
+        "protocols/protocol.schema.json is stale: run `rd3h protocol schema > protocols/protocol.schema.json`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["evaluation"].update(epoch=3), "evaluation.epoch: Extra inputs are not permitted"),
+        (lambda d: d["evaluation"].update(epochs="many"), "evaluation.epochs: Input should be a valid integer"),
+        (lambda d: d["evaluation"].update(epochs=-5), "evaluation.epochs: Input should be greater than 0"),
+        (lambda d: d["evaluation"]["loss"].update(kind="hinge"), "evaluation.loss: Input tag 'hinge'"),
+        (lambda d: d["evaluation"]["augmentation"]["mix"].update(prob=1.5), "evaluation.augmentation.mix.prob"),
+        (
+            lambda d: d["evaluation"]["loss"].update(temperature=0),
+            "evaluation.loss.temperature: Input should be greater",
+        ),
+        (lambda d: d["evaluation"].update(seeds=[1, 1]), "evaluation: seeds must be distinct"),
+        (lambda d: d["evaluation"].update(labels={"kind": "hard"}), "hard labels need loss kind 'ce'"),
+    ],
+)
+def test_invalid_settings_name_the_field(change, message):
+    data = raw()
+    change(data)
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(data)
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: !!python/object/apply:os.system ['true']", "tags such as !!python/object are not allowed"),
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ("a: &x [1]\n" + "".join(f"b{i}: *x\n" for i in range(150)), "aliases: refused"),
+    ],
+)
+def test_unsafe_yaml_is_refused(text, message):
+    with pytest.raises(ProtocolError) as info:
+        parse_document(text)
+    assert message in info.value.problems[0]
+
+
+def test_scientific_notation_reads_as_float():
+    assert parse_document("lr: 1e-3") == {"lr": 0.001}
