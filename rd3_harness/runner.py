@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from rd3_harness.data.synset import load_synset, save_synset
 from rd3_harness.errors import PluginFailure, Rd3Error, UsageError
 from rd3_harness.models import create_model
 from rd3_harness.plugins import get_plugins
+from rd3_harness.posteval.checkpoint import Checkpoints
 from rd3_harness.posteval.trainer import Engine, StudentResult
 from rd3_harness.protocol.io import protocol_hash, sha256_of
 from rd3_harness.protocol.library import resolve_protocol
@@ -202,19 +205,12 @@ def new_run_id(method: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{method}-{secrets.token_hex(3)}"
 
 
-def evaluate(
-    ws: Workspace,
-    synth: Synthesized,
-    *,
-    plugin: PluginRef,
-    store: Store,
-    run_id: str | None = None,
-    source: str | None = None,
-) -> RunOutcome:
-    """Evaluate a synthetic set under the workspace's protocol and record it."""
-    p, settings = ws.protocol, ws.settings
-    device = settings.torch_device
-    m = synth.manifest
+def run_key(protocol_hash: str, plugin: PluginRef, config_hash: str, synset_sha256: str) -> str:
+    return sha256_of([protocol_hash, plugin.name, plugin.version, config_hash, synset_sha256])
+
+
+def _check_fits(ws: Workspace, synth: Synthesized) -> None:
+    p, m = ws.protocol, synth.manifest
     if m.get("num_classes", ws.info.num_classes) != ws.info.num_classes or m.get("ipc", p.ipc) != p.ipc:
         raise UsageError(
             f"{synth.folder}: made for IPC {m.get('ipc')} / {m.get('num_classes')} classes; "
@@ -225,9 +221,13 @@ def evaluate(
             f"{synth.folder}: images are {tuple(synth.synset.images.shape[1:])}, "
             f"the protocol needs {ws.test.image_shape}"
         )
+
+
+def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, source: str | None) -> Run:
+    p, m = ws.protocol, synth.manifest
     cost = m.get("synthesis") or {}
-    run = Run(
-        run_id=run_id or new_run_id(plugin.name),
+    return Run(
+        run_id=new_run_id(plugin.name),
         created=now(),
         status="running",
         protocol=p.model_dump(mode="json"),
@@ -246,20 +246,40 @@ def evaluate(
             pixel_bytes=m["pixel_bytes"],
             reused=synth.reused,
         ),
-        synthesis=SynthesisCost(
-            wall_s=cost["wall_s"],
-            cpu_s=cost["cpu_s"],
-            peak_memory_bytes=cost["peak_memory_bytes"],
-            memory_kind=cost["memory_kind"],
-        )
+        synthesis=SynthesisCost(**{k: cost[k] for k in ("wall_s", "cpu_s", "peak_memory_bytes", "memory_kind")})
         if "wall_s" in cost
         else None,
         teacher=ws.teacher(p.teacher).as_record(),
-        environment=environment(device),
-        settings=settings.as_record(),
+        environment=environment(ws.settings.torch_device),
+        settings=ws.settings.as_record(),
+        run_key=key,
     )
+
+
+def evaluate(
+    ws: Workspace, synth: Synthesized, *, plugin: PluginRef, store: Store, source: str | None = None
+) -> RunOutcome:
+    """Evaluate a synthetic set under the workspace's protocol and record it.
+
+    When an earlier attempt of the same command (same protocol hash, method, config and synthetic
+    set) was interrupted or failed, it is continued: finished (student, seed) evaluations are kept,
+    an unfinished one resumes from its last epoch checkpoint.
+    """
+    p, settings = ws.protocol, ws.settings
+    device = settings.torch_device
+    _check_fits(ws, synth)
+    m = synth.manifest
+    key = run_key(ws.hash, plugin, m.get("config_hash", sha256_of(m.get("config", {}))), m["sha256"])
+    previous = store.resumable(key) if settings.resume else None
+    if previous is not None:
+        run = previous.model_copy(update={"status": "running", "error": None, "attempt": previous.attempt + 1})
+        records = store.records(run.run_id)
+    else:
+        run, records = _new_run(ws, synth, plugin, key, source), []
+    run.pid, run.host = os.getpid(), socket.gethostname()
     store.put_run(run)
-    records: list[RunRecord] = []
+    done = {(r.student, r.seed) for r in records}
+    folder = settings.out / "checkpoints" / run.run_id
     started = time.perf_counter()
     try:
         teachers = ws.label_teachers()
@@ -275,6 +295,7 @@ def evaluate(
             soft_labels=synth.synset.soft_labels,
             teacher_reuse=settings.teacher_reuse,
             channels_last=settings.channels_last,
+            checkpoints=Checkpoints(folder, settings.checkpoint_every),
         )
 
         def keep(result: StudentResult) -> None:
@@ -282,7 +303,7 @@ def evaluate(
             store.put_record(record)
             records.append(record)
 
-        engine.run(on_result=keep)
+        engine.run(on_result=keep, skip=lambda student, seed: (student, seed) in done)
         run.synset.label_storage_bytes = engine.provider.storage_bytes
     except (Exception, KeyboardInterrupt) as exc:
         run.status, run.error, run.finished = "failed", f"{type(exc).__name__}: {exc}", now()
@@ -290,10 +311,12 @@ def evaluate(
         store.put_run(run)
         if isinstance(exc, Rd3Error):
             raise
-        raise Rd3Error(f"evaluation failed: {type(exc).__name__}: {exc}") from exc
-    run.evaluation_wall_s = time.perf_counter() - started
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        raise Rd3Error(f"evaluation of run {run.run_id} failed: {what} (rerun the same command to continue)") from exc
+    run.evaluation_wall_s = (run.evaluation_wall_s or 0.0) + time.perf_counter() - started
     run.status, run.finished, run.summary = "complete", now(), summarize_records(records)
     store.put_run(run)
+    shutil.rmtree(folder, ignore_errors=True)
     return RunOutcome(run, records, synth.folder)
 
 
@@ -326,6 +349,8 @@ def _record(run: Run, r: StudentResult, device: str) -> RunRecord:
         storage_bytes=run.synset.storage_bytes,
         device=device,
         created=now(),
+        attempt=run.attempt,
+        resumed_from_epoch=r.resumed_from_epoch,
     )
 
 

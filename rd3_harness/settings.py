@@ -39,7 +39,10 @@ class Settings:
     download: bool = False
     teacher_reuse: bool = True
     """Compute teacher logits once per batch for all students that share it."""
-    checkpoint_every: int = field(default_factory=lambda: int(os.environ.get("RD3_CHECKPOINT_EVERY", "0")))
+    checkpoint_every: int = field(default_factory=lambda: int(os.environ.get("RD3_CHECKPOINT_EVERY", "10")))
+    """Save a training checkpoint every N epochs (RD3_CHECKPOINT_EVERY; 0 = never)."""
+    resume: bool = True
+    """Continue an unfinished run of the same command instead of starting a new one."""
 
     def __post_init__(self) -> None:
         if self.data_root is None:

@@ -4,6 +4,7 @@ from torchvision weights in the local cache, always with a checksum."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -27,6 +28,8 @@ from rd3_harness.protocol.io import sha256_of
 from rd3_harness.protocol.schema import Dataset, FileTeacher, TorchvisionTeacher, TrainedTeacher
 from rd3_harness.seeding import derive_seed, generator
 from rd3_harness.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,7 +108,7 @@ def train_teacher(
             for step, (x, y) in enumerate(train.batches(recipe.batch_size, g)):
                 scheduler.set(epoch, step)
                 p = augmenter.draw(len(x), g)
-                x = augmenter.mix(augmenter.apply(x, p), p)
+                x = augmenter.mix(augmenter.apply(x, p), p, inplace=True)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
@@ -156,6 +159,7 @@ def get_teacher(
             if digest == info.get("sha256"):
                 model = _into(_build(spec, dataset, channels, num_classes, device), load_file(str(weights)), weights)
                 return LoadedTeacher(spec, model.eval(), digest, weights, info.get("test_top1"), 0.0)
+            log.warning("cached teacher %s does not match its recorded sha256; training it again", weights)
         if train is None:
             raise UsageError("training a teacher needs the real training set")
         model, top1, wall = train_teacher(spec, dataset, train, test, device, settings.channels_last)

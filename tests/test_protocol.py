@@ -150,6 +150,11 @@ def test_invalid_settings_name_the_field(change, message):
         ("a: !!python/object/apply:os.system ['true']", "tags such as !!python/object are not allowed"),
         ("a: 1\na: 2\n", "duplicate key 'a'"),
         ("a: &x [1]\n" + "".join(f"b{i}: *x\n" for i in range(150)), "aliases: refused"),
+        (
+            "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+            "once aliases are expanded: refused",
+        ),
     ],
 )
 def test_unsafe_yaml_is_refused(text, message):

@@ -37,6 +37,9 @@ SeedsOpt = Annotated[
     str | None, typer.Option("--seeds", help="Evaluation seeds, e.g. 0,1,2 (changes the protocol hash).")
 ]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Synthesize again even if a cached set exists.")]
+RestartOpt = Annotated[
+    bool, typer.Option("--restart", help="Start a new run instead of continuing an interrupted one of this command.")
+]
 
 
 def _config(pairs: list[str] | None, file: Path | None) -> dict:
@@ -94,12 +97,16 @@ def run(
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     fresh: FreshOpt = False,
+    restart: RestartOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Synthesize with a method plugin, evaluate under the protocol, record the result."""
+    """Synthesize with a method plugin, evaluate under the protocol, record the result.
+
+    Rerunning an interrupted command continues it (finished evaluations are kept, an unfinished
+    one resumes from its last epoch checkpoint) unless --restart is given."""
     from rd3_harness import runner
 
-    s = settings(out_dir, device, download, data_root)
+    s = settings(out_dir, device, download, data_root, resume=not restart)
     with rich_progress(err):
         outcome = runner.run(
             plugin, protocol, settings=s, config=_config(config, config_file), seeds=parse_seeds(seeds), reuse=not fresh
@@ -149,6 +156,7 @@ def evaluate(
     out_dir: OutOpt = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
+    restart: RestartOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a synthetic set made elsewhere under the protocol and record it."""
@@ -159,7 +167,7 @@ def evaluate(
 
     if not synset.is_dir():
         raise UsageError(f"{synset}: not a folder")
-    s = settings(out_dir, device, download, data_root)
+    s = settings(out_dir, device, download, data_root, resume=not restart)
     with rich_progress(err):
         ws = runner.open_workspace(protocol, s, parse_seeds(seeds))
         p = ws.protocol

@@ -64,7 +64,8 @@ def save_grid(path: Path, pixels: torch.Tensor, labels: torch.Tensor, max_per_cl
         rows.append(pixels[labels == c][:max_per_class])
     per_row = max(len(r) for r in rows)
     padded = [torch.cat([r, torch.zeros(per_row - len(r), *r.shape[1:])]) for r in rows]
-    torchvision.utils.save_image(torch.cat(padded).clamp(0, 1), str(path), nrow=per_row, padding=1)
+    grid = torch.cat(padded).clamp(0, 1)
+    atomic_write(path, lambda p: torchvision.utils.save_image(grid, str(p), nrow=per_row, padding=1, format="png"))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -153,20 +153,21 @@ class Augmenter:
         return x
 
     @staticmethod
-    def mix(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+    def mix(x: torch.Tensor, p: AugmentParams, inplace: bool = False) -> torch.Tensor:
+        """Apply the batch's CutMix or MixUp; `inplace` overwrites `x` (when the caller owns it)."""
         if p.mix_kind == "none":
             return x
         perm = p.mix_perm.to(x.device)
         if p.mix_kind == "mixup":
             return p.mix_lam * x + (1 - p.mix_lam) * x[perm]
         y1, y2, x1, x2 = p.mix_box
-        out = x.clone()
-        out[:, :, y1:y2, x1:x2] = x[perm][:, :, y1:y2, x1:x2]
+        out = x if inplace else x.clone()
+        out[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
         return out
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, AugmentParams]:
         p = self.draw(len(x), generator)
-        return self.mix(self.apply(x, p), p), p
+        return self.mix(self.apply(x, p), p, inplace=True), p
 
 
 def _strip_index(order: torch.Tensor, length: int) -> torch.Tensor:
@@ -193,16 +194,16 @@ def _shuffle_strips(x: torch.Tensor, order: torch.Tensor, dim: int) -> torch.Ten
 
 def _crop_resize(x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
     """Crop each box and resize it back to full size (bilinear), flipping where asked, in one
-    `grid_sample` with half-pixel centres (as torchvision's resize)."""
+    `grid_sample` with half-pixel centres (as torchvision's resize). The sampling grid of an
+    axis-aligned box is separable, so it is built from per-row and per-column coordinates."""
     n, _, h, w = x.shape
-    top, left, bh, bw = boxes.unbind(1)
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    sign = 1 - 2 * flips.double() if flips is not None else torch.ones(n, dtype=torch.float64)
-    theta[:, 0, 0] = bw / w * sign
-    theta[:, 0, 2] = (2 * left + bw) / w - 1
-    theta[:, 1, 1] = bh / h
-    theta[:, 1, 2] = (2 * top + bh) / h - 1
-    grid = F.affine_grid(theta.to(x.device, torch.float32), list(x.shape), align_corners=False)
+    top, left, bh, bw = boxes.to(x.device, torch.float32).unbind(1)
+    sign = 1 - 2 * flips.to(x.device, torch.float32) if flips is not None else 1.0
+    u = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) / w * 2 - 1
+    v = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) / h * 2 - 1
+    gx = (bw / w * sign)[:, None] * u + ((2 * left + bw) / w - 1)[:, None]  # [n, w]
+    gy = (bh / h)[:, None] * v + ((2 * top + bh) / h - 1)[:, None]  # [n, h]
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 

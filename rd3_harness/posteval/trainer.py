@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from rd3_harness.data.real import RealData
+from rd3_harness.errors import Rd3Error
 from rd3_harness.models import create_model
 from rd3_harness.posteval.augment import Augmenter, AugmentParams
+from rd3_harness.posteval.checkpoint import Checkpoints
 from rd3_harness.posteval.labels import LabelProvider, TeacherEnsemble, make_provider
 from rd3_harness.posteval.losses import compute_loss
 from rd3_harness.posteval.optim import Scheduler, build_optimizer
@@ -50,6 +52,12 @@ class StudentResult:
     eval_wall_s: float
     checks: list[tuple[int, float, float]] = field(default_factory=list)
     """(epoch, top1, top5) of intermediate test evaluations (best-of-run mode only)."""
+    resumed_from_epoch: int | None = None
+    """Set when training continued from a checkpoint saved after this many epochs."""
+
+
+class TrainingFailure(Rd3Error):
+    """A training step failed; the message names the students, the seed and the epoch."""
 
 
 def uses_global_rng(model: nn.Module) -> bool:
@@ -165,6 +173,24 @@ class _Student:
     def evaluated(self) -> nn.Module:
         return self.ema if self.ema is not None else self.model
 
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": self.rng_state,
+            "loss": [self.loss_sum.clone(), self.loss_count, self.last_loss],
+        }
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.rng_state = state["rng"]
+        loss_sum, self.loss_count, self.last_loss = state["loss"]
+        self.loss_sum.copy_(loss_sum)
+
     def mean_loss(self) -> float:
         """Mean training loss since the last call (one host sync)."""
         if self.loss_count:
@@ -208,18 +234,20 @@ class Engine:
         soft_labels: torch.Tensor | None = None,
         teacher_reuse: bool = True,
         channels_last: bool | None = None,
+        checkpoints: Checkpoints | None = None,
     ):
         ev = protocol.evaluation
         self.protocol, self.ev, self.device, self.test = protocol, ev, device, test
         self.images = images.to(device, torch.float32)
         self.labels = labels.to(device)
         self.num_classes, self.shape = test.num_classes, tuple(images.shape[1:])
-        self.teacher_reuse, self.channels_last = teacher_reuse, channels_last
+        self.teacher_reuse, self.channels_last, self.checkpoints = teacher_reuse, channels_last, checkpoints
         self.augmenter = Augmenter(ev.augmentation, self.shape[1], fill=fill)
         cl = device.type == "cuda" if channels_last is None else channels_last
         combine = getattr(ev.labels, "combine", "mean")
         self.teacher = TeacherEnsemble(label_teachers, combine, ev.precision, cl) if label_teachers else None
         self.provider: LabelProvider = make_provider(ev.labels, self.teacher, soft_labels)
+        self._epoch = 0
 
     def batch_size(self, student: Student) -> int:
         return min(student.batch_size or self.ev.batch_size, len(self.images))
@@ -234,8 +262,8 @@ class Engine:
         return list(by_bs.values())
 
     def _inputs(self, idx: torch.Tensor, p: AugmentParams) -> torch.Tensor:
-        x = self.images[idx.to(self.device)]
-        return self.augmenter.mix(self.augmenter.apply(x, p), p)
+        x = self.images[idx.to(self.device)]  # a fresh tensor: mixing may overwrite it
+        return self.augmenter.mix(self.augmenter.apply(x, p), p, inplace=True)
 
     def _stream(self, seed: int, batch_size: int) -> BatchStream:
         stream_seed = self.provider.stream_seed if self.provider.stream_seed is not None else seed
@@ -264,11 +292,24 @@ class Engine:
         for seed in self.ev.seeds:
             for group in self.groups():
                 todo = [s for s in group if not (skip and skip(s.architecture, seed))]
-                if todo:
-                    for result in self._train_group(todo, seed):
-                        results.append(result)
-                        if on_result:
-                            on_result(result)
+                if not todo:
+                    continue
+                try:
+                    trained = self._train_group(todo, seed)
+                except Rd3Error:
+                    raise
+                except Exception as exc:
+                    names = ", ".join(s.architecture for s in todo)
+                    raise TrainingFailure(
+                        f"training {names} with seed {seed} failed at epoch {self._epoch + 1}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                for result in trained:
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
+                if self.checkpoints:
+                    self.checkpoints.clear(seed, [s.architecture for s in todo])
         return results
 
     def _train_group(self, specs: list[Student], seed: int) -> list[StudentResult]:
@@ -291,11 +332,19 @@ class Engine:
         report = ev.report
         check_from = ev.epochs - math.floor(report.last_fraction * ev.epochs)
         checks: dict[str, list[tuple[int, float, float]]] = {s.name: [] for s in students}
-        names = ", ".join(s.name for s in students)
+        order = [s.name for s in students]
+        start_epoch, steps, wall_before = 0, 0, 0.0
+        saved = self.checkpoints.load(seed, order, self.device) if self.checkpoints else None
+        if saved is not None:
+            for st in students:
+                st.restore(saved["students"][st.name])
+            start_epoch, steps, wall_before = saved["epoch"], saved["steps"], saved["train_wall_s"]
+            checks = {k: [tuple(c) for c in v] for k, v in saved["checks"].items()}
         started = time.perf_counter()
-        steps = 0
-        with progress(ev.epochs, f"seed {seed}: {names}") as bar:
-            for epoch in range(ev.epochs):
+        with progress(ev.epochs, f"seed {seed}: {', '.join(order)}") as bar:
+            bar.advance(start_epoch)
+            for epoch in range(start_epoch, ev.epochs):
+                self._epoch = epoch
                 for b, (idx, p) in enumerate(stream.epoch(epoch)):
                     x = self._inputs(idx, p)
                     targets = self.provider.targets(epoch, b, idx, x, self.labels[idx.to(self.device)], p)
@@ -310,7 +359,11 @@ class Engine:
                     bar.advance(loss=min(st.mean_loss() for st in students))
                 else:
                     bar.advance()
-        train_wall = time.perf_counter() - started
+                if self.checkpoints and self.checkpoints.due(done, ev.epochs):
+                    wall = wall_before + time.perf_counter() - started
+                    state = {"students": {st.name: st.state() for st in students}, "checks": checks}
+                    self.checkpoints.save(seed, order, {**state, "epoch": done, "steps": steps, "train_wall_s": wall})
+        train_wall = wall_before + time.perf_counter() - started
         results = []
         for st in students:
             t0 = time.perf_counter()
@@ -337,6 +390,7 @@ class Engine:
                     train_wall_s=train_wall,
                     eval_wall_s=eval_wall,
                     checks=checks[st.name],
+                    resumed_from_epoch=start_epoch or None,
                 )
             )
         return results

@@ -59,12 +59,26 @@ _SafeLoader.add_implicit_resolver(
 )
 
 
+def _expanded_size(data: Any, limit: int) -> int:
+    """Nodes of the document with aliases expanded, counting stops past `limit` (alias bombs)."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
 def parse_document(text: str, source: str = "<string>") -> Any:
     """Parse YAML (a superset of JSON) safely; raise ProtocolError with a located message."""
     if len(text.encode()) > MAX_DOCUMENT_BYTES:
         raise ProtocolError(source, [f"document is larger than {MAX_DOCUMENT_BYTES} bytes"])
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         message = " ".join(str(exc).split()).replace(' in "<unicode string>",', "")
         if "could not determine a constructor" in message:
@@ -72,6 +86,9 @@ def parse_document(text: str, source: str = "<string>") -> Any:
         raise ProtocolError(source, [f"<document>: {message}"]) from None
     except RecursionError:
         raise ProtocolError(source, ["<document>: nested too deeply"]) from None
+    if _expanded_size(data, MAX_NODES) > MAX_NODES:
+        raise ProtocolError(source, [f"<document>: more than {MAX_NODES} values once aliases are expanded: refused"])
+    return data
 
 
 def read_document(path: str | Path) -> Any:

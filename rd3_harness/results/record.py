@@ -7,7 +7,9 @@ synthetic-set and teacher checksums, timings and the environment (lm-evaluation-
 from __future__ import annotations
 
 import math
+import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -84,6 +86,10 @@ class RunRecord(_Model):
     storage_bytes: int
     device: str
     created: str
+    attempt: int = 1
+    """Which attempt of the run produced this record (1 unless the run was resumed)."""
+    resumed_from_epoch: int | None = None
+    """Set when the training continued from an epoch checkpoint."""
 
 
 class StudentSummary(_Model):
@@ -137,8 +143,33 @@ class Run(_Model):
     summary: list[StudentSummary] = Field(default_factory=list)
     environment: Environment
     settings: dict[str, Any]
+    run_key: str = ""
+    """Identity of the command: protocol hash, method, version, config and synthetic set. Running
+    the same command again continues an unfinished run with this key."""
+    attempt: int = 1
+    """How many processes have worked on this run (resumes + 1)."""
+    pid: int | None = None
+    host: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def state(self) -> str:
+        """The status, with 'interrupted' for a run whose process died (SIGKILL, power loss)."""
+        if self.status == "running" and not self.owner_alive():
+            return "interrupted"
+        return self.status
+
+    def owner_alive(self) -> bool:
+        if self.pid is None or self.host != socket.gethostname():
+            return self.pid is not None  # another machine's run: assume alive
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def now() -> str:

@@ -109,6 +109,11 @@ class Store:
             rows = db.execute(query + " ORDER BY created, run_id", args).fetchall()
         return [Run.model_validate_json(r[0]) for r in rows]
 
+    def resumable(self, run_key: str) -> Run | None:
+        """The latest unfinished run of a command whose process is gone (or that failed)."""
+        candidates = [r for r in self.runs() if r.run_key == run_key and r.state in ("interrupted", "failed")]
+        return candidates[-1] if candidates else None
+
     def run(self, run_id: str) -> Run:
         with self._connect() as db:
             rows = db.execute("SELECT document FROM runs WHERE run_id LIKE ?", (run_id + "%",)).fetchall()
