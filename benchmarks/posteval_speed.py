@@ -18,7 +18,6 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
@@ -48,8 +47,9 @@ def synthetic_set(ws):
 def engine_rate(ws, images, labels, teacher, epochs: int, precision: str, channels_last: bool | None) -> float:
     p = variant(ws.protocol, epochs=epochs, seeds=[0], precision=precision)
     tiny_test = ws.test.subset(torch.arange(10))
-    engine = Engine(p, images, labels, [teacher], tiny_test, device=ws.train.device, fill=ws.fill(),
-                    channels_last=channels_last)
+    engine = Engine(
+        p, images, labels, [teacher], tiny_test, device=ws.train.device, fill=ws.fill(), channels_last=channels_last
+    )
     (result,) = engine.run()
     return result.images_seen / result.train_wall_s
 
@@ -94,12 +94,18 @@ def per_sample_rate(ws, images, labels, teacher, epochs: int, workers: int) -> f
     p = ws.protocol
     ev = p.evaluation
     norm = p.dataset.normalization
-    data = PILSet(ws.train.denormalize(images).clamp(0, 1), labels, torchvision_transform(ev.augmentation, p.dataset.resolution, norm.mean, norm.std))
-    loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, shuffle=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    data = PILSet(
+        ws.train.denormalize(images).clamp(0, 1),
+        labels,
+        torchvision_transform(ev.augmentation, p.dataset.resolution, norm.mean, norm.std),
+    )
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=ev.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    )
     torch.manual_seed(0)
-    student = create_model(ev.students[0].architecture, num_classes=10, in_channels=images.shape[1],
-                           resolution=images.shape[-1])
+    student = create_model(
+        ev.students[0].architecture, num_classes=10, in_channels=images.shape[1], resolution=images.shape[-1]
+    )
     optimizer = build_optimizer(ev.optimizer, student)
     teacher.eval()
     seen, start = 0, time.perf_counter()
@@ -120,14 +126,17 @@ def floor_rate(ws, images, labels, teacher, epochs: int, precision: str, channel
     """Teacher forward + student forward/backward + optimizer step, same shapes, nothing else."""
     ev = ws.protocol.evaluation
     torch.manual_seed(0)
-    student = create_model(ev.students[0].architecture, num_classes=10, in_channels=images.shape[1],
-                           resolution=images.shape[-1])
+    student = create_model(
+        ev.students[0].architecture, num_classes=10, in_channels=images.shape[1], resolution=images.shape[-1]
+    )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     student = student.to(memory_format=fmt)
     ensemble = TeacherEnsemble([teacher], "mean", precision, channels_last)
     optimizer = build_optimizer(ev.optimizer, student)
-    batches = [(images[i : i + ev.batch_size].contiguous(memory_format=fmt), labels[i : i + ev.batch_size])
-               for i in range(0, len(images), ev.batch_size)]
+    batches = [
+        (images[i : i + ev.batch_size].contiguous(memory_format=fmt), labels[i : i + ev.batch_size])
+        for i in range(0, len(images), ev.batch_size)
+    ]
     seen, start = 0, time.perf_counter()
     for _ in range(epochs):
         for x, y in batches:
@@ -194,7 +203,11 @@ def main() -> None:
         **{f"augmentation batched / PIL at {s}px": b / p for s, (b, p) in aug.items()},
     }
     if args.json:
-        print(json.dumps({"images_per_s": rows, "augmentation": {str(k): v for k, v in aug.items()}, "ratios": ratios}, indent=2))
+        print(
+            json.dumps(
+                {"images_per_s": rows, "augmentation": {str(k): v for k, v in aug.items()}, "ratios": ratios}, indent=2
+            )
+        )
         return
     print(f"protocol {args.protocol}, {len(images)} images, {e} epochs, torch threads {torch.get_num_threads()}")
     for name, rate in rows.items():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rd3_harness import distributed
 from rd3_harness.data.real import RealData
 from rd3_harness.data.registry import DatasetInfo, open_dataset
 from rd3_harness.data.synset import load_synset, save_synset
@@ -270,15 +271,21 @@ def evaluate(
     _check_fits(ws, synth)
     m = synth.manifest
     key = run_key(ws.hash, plugin, m.get("config_hash", sha256_of(m.get("config", {}))), m["sha256"])
-    previous = store.resumable(key) if settings.resume else None
+    world = distributed.world()
+    previous = store.resumable(key) if settings.resume and world.main else None
     if previous is not None:
         run = previous.model_copy(update={"status": "running", "error": None, "attempt": previous.attempt + 1})
         records = store.records(run.run_id)
     else:
         run, records = _new_run(ws, synth, plugin, key, source), []
     run.pid, run.host = os.getpid(), socket.gethostname()
-    store.put_run(run)
     done = {(r.student, r.seed) for r in records}
+    run_id, done = world.broadcast((run.run_id, done))  # rank 0 decides; all ranks follow
+    run.run_id = run_id
+    if world.main:
+        store.put_run(run)
+    else:
+        records = []
     folder = settings.out / "checkpoints" / run.run_id
     started = time.perf_counter()
     try:
@@ -303,20 +310,22 @@ def evaluate(
             store.put_record(record)
             records.append(record)
 
-        engine.run(on_result=keep, skip=lambda student, seed: (student, seed) in done)
+        engine.run(on_result=keep if world.main else None, skip=lambda student, seed: (student, seed) in done)
         run.synset.label_storage_bytes = engine.provider.storage_bytes
     except (Exception, KeyboardInterrupt) as exc:
         run.status, run.error, run.finished = "failed", f"{type(exc).__name__}: {exc}", now()
         run.summary = summarize_records(records)
-        store.put_run(run)
+        if world.main:
+            store.put_run(run)
         if isinstance(exc, Rd3Error):
             raise
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         raise Rd3Error(f"evaluation of run {run.run_id} failed: {what} (rerun the same command to continue)") from exc
     run.evaluation_wall_s = (run.evaluation_wall_s or 0.0) + time.perf_counter() - started
     run.status, run.finished, run.summary = "complete", now(), summarize_records(records)
-    store.put_run(run)
-    shutil.rmtree(folder, ignore_errors=True)
+    if world.main:
+        store.put_run(run)
+        shutil.rmtree(folder, ignore_errors=True)
     return RunOutcome(run, records, synth.folder)
 
 
@@ -375,11 +384,22 @@ def run(
     ws = open_workspace(protocol_ref, settings, seeds)
     plugin = PluginRef(name=method, version=record.version, distribution=record.distribution)
     store = Store.in_folder(settings.out)
-    try:
-        synth = synthesize(ws, method, config, reuse=reuse)
-    except PluginFailure as exc:
-        store.put_run(_failed_run(ws, plugin, config or {}, str(exc)))
-        raise
+    world = distributed.world()
+    if world.main:  # rank 0 trains teachers and synthesizes; the other ranks then read the caches
+        ok = False
+        try:
+            ws.label_teachers()
+            synth = synthesize(ws, method, config, reuse=reuse)
+            ok = True
+        except PluginFailure as exc:
+            store.put_run(_failed_run(ws, plugin, config or {}, str(exc)))
+            raise
+        finally:
+            world.broadcast(ok)
+    elif not world.broadcast(None):
+        raise Rd3Error("rank 0 failed before the evaluation; see its message")
+    else:
+        synth = synthesize(ws, method, config, reuse=True)
     return evaluate(ws, synth, plugin=plugin, store=store)
 
 

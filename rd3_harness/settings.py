@@ -59,6 +59,8 @@ class Settings:
             raise UsageError(f"--device {self.device!r}: use cpu, cuda, cuda:N or auto") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"--device {self.device}: CUDA is not available on this machine")
+        if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
         return device
 
     def with_(self, **changes: Any) -> Settings:

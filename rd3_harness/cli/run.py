@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from rd3_harness import distributed
 from rd3_harness.cli.common import (
     DataRootOpt,
     DeviceOpt,
@@ -107,11 +109,23 @@ def run(
     from rd3_harness import runner
 
     s = settings(out_dir, device, download, data_root, resume=not restart)
-    with rich_progress(err):
-        outcome = runner.run(
-            plugin, protocol, settings=s, config=_config(config, config_file), seeds=parse_seeds(seeds), reuse=not fresh
-        )
-    print_run(outcome, as_json)
+    world = distributed.init_from_env(s.torch_device)
+    try:
+        with rich_progress(err) if world.main else contextlib.nullcontext():
+            outcome = runner.run(
+                plugin,
+                protocol,
+                settings=s,
+                config=_config(config, config_file),
+                seeds=parse_seeds(seeds),
+                reuse=not fresh,
+            )
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()
+    if world.main:
+        print_run(outcome, as_json)
 
 
 def synthesize(

@@ -56,11 +56,18 @@ class LabelProvider:
         """Called once per run with the synthetic images (and, for FKD, the batch stream)."""
 
     def targets(
-        self, epoch: int, batch: int, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, p: AugmentParams
+        self,
+        epoch: int,
+        batch: int,
+        idx: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        p: AugmentParams,
+        part: slice = slice(None),
     ) -> Targets:
-        """Targets for batch `batch` of `epoch`: images `idx` with labels `y`, augmented and
-        mixed into `x` with parameters `p`."""
-        return hard_targets(y, p)
+        """Targets for `x[part]`, where batch `batch` of `epoch` holds images `idx` with labels `y`,
+        augmented and mixed into `x` with parameters `p` (`part`: this rank's share)."""
+        return hard_targets(y, p).shard(part)
 
 
 def hard_targets(y: torch.Tensor, p: AugmentParams, **soft: torch.Tensor) -> Targets:
@@ -86,18 +93,20 @@ class StaticProvider(LabelProvider):
             self.logits = torch.cat([self.teacher(chunk) for chunk in images.split(256)])
         self.storage_bytes = self.logits.numel() * 4
 
-    def targets(self, epoch, batch, idx, x, y, p) -> Targets:
+    def targets(self, epoch, batch, idx, x, y, p, part=slice(None)) -> Targets:
         a = self.logits[idx.to(self.logits.device)]
         b = a if p.mix_perm is None else a[p.mix_perm.to(a.device)]
-        return hard_targets(y, p, static_a=a, static_b=b)
+        return hard_targets(y, p, static_a=a, static_b=b).shard(part)
 
 
 class OnlineProvider(LabelProvider):
     def __init__(self, teacher: TeacherEnsemble):
         self.teacher = teacher
 
-    def targets(self, epoch, batch, idx, x, y, p) -> Targets:
-        return hard_targets(y, p, logits=self.teacher(x))
+    def targets(self, epoch, batch, idx, x, y, p, part=slice(None)) -> Targets:
+        local = hard_targets(y, p).shard(part)
+        local.logits = self.teacher(x[part])  # the teacher sees only this rank's share
+        return local
 
 
 class FKDProvider(LabelProvider):
@@ -116,8 +125,8 @@ class FKDProvider(LabelProvider):
             self.store[(epoch, batch)] = self.teacher(x).to(self.dtype)
         self.storage_bytes = sum(t.numel() * t.element_size() for t in self.store.values())
 
-    def targets(self, epoch, batch, idx, x, y, p) -> Targets:
-        return hard_targets(y, p, logits=self.store[(epoch, batch)])
+    def targets(self, epoch, batch, idx, x, y, p, part=slice(None)) -> Targets:
+        return hard_targets(y, p, logits=self.store[(epoch, batch)]).shard(part)
 
 
 def make_provider(

@@ -23,6 +23,16 @@ class Targets:
     static_a: torch.Tensor | None = None
     static_b: torch.Tensor | None = None
 
+    def shard(self, part: slice) -> Targets:
+        """The targets of a contiguous part of the batch (a rank's share)."""
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[part]
+
+        return Targets(
+            self.hard_a[part], self.hard_b[part], self.lam, cut(self.logits), cut(self.static_a), cut(self.static_b)
+        )
+
     def soft_probs(self, temperature: float) -> torch.Tensor:
         if self.logits is not None:
             return F.softmax(self.logits.float() / temperature, dim=1)

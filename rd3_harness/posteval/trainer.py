@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rd3_harness.data.real import RealData
+from rd3_harness.distributed import World, world
 from rd3_harness.errors import Rd3Error
 from rd3_harness.models import create_model
 from rd3_harness.posteval.augment import Augmenter, AugmentParams
@@ -81,9 +82,17 @@ def wants_channels_last(model: nn.Module, device: torch.device, setting: bool | 
 
 @torch.inference_mode()
 def accuracy(
-    model: nn.Module, test: RealData, *, batch_size: int = 500, precision: str = "fp32", channels_last: bool = False
+    model: nn.Module,
+    test: RealData,
+    *,
+    batch_size: int = 500,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    world: World | None = None,
+    total: int | None = None,
 ) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (fractions) on a whole split."""
+    """Top-1 and top-5 accuracy (fractions) on a split; under torchrun each rank passes its share
+    of the split and the counts are summed over ranks (`total`: size of the whole split)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -100,8 +109,11 @@ def accuracy(
         correct1 += hit[:, 0].sum()
         correctk += hit.any(1).sum()
     model.train(was_training)
-    n = len(test)
-    return correct1.item() / n, correctk.item() / n
+    counts = torch.stack([correct1, correctk])
+    if world is not None:
+        world.sum(counts)
+    n = total or len(test)
+    return counts[0].item() / n, counts[1].item() / n
 
 
 class _Student:
@@ -117,15 +129,22 @@ class _Student:
         num_classes: int,
         device: torch.device,
         channels_last: bool | None,
+        world: World,
     ):
         ev = protocol.evaluation
         self.name, self.spec = spec.architecture, spec
         torch.manual_seed(derive_seed("student-init", seed, spec.architecture))
         model = create_model(spec.architecture, num_classes=num_classes, in_channels=shape[0], resolution=shape[1])
         self.channels_last = wants_channels_last(model, device, channels_last)
-        self.model = model.to(
-            device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
-        )
+        model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.module, self.world = model, world  # the bare network: checkpointed, averaged and evaluated
+        if world.distributed:
+            if device.type == "cuda":  # global-batch BN statistics, as in one process
+                model = self.module = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.index is not None else None
+            )
+        self.model = model
         self.model.train()
         self.optimizer = build_optimizer(spec.optimizer or ev.optimizer, self.model)
         self.scheduler = Scheduler(self.optimizer, spec.schedule or ev.schedule, ev.epochs, steps_per_epoch)
@@ -136,7 +155,7 @@ class _Student:
         if self.ema_decay is not None:
             import copy
 
-            self.ema = copy.deepcopy(self.model).eval()
+            self.ema = copy.deepcopy(self.module).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
         self.loss_sum = torch.zeros((), device=device)
@@ -165,17 +184,17 @@ class _Student:
     @torch.no_grad()
     def _update_ema(self) -> None:
         ema_p = list(self.ema.parameters())
-        torch._foreach_lerp_(ema_p, list(self.model.parameters()), 1 - self.ema_decay)
-        for b_ema, b in zip(self.ema.buffers(), self.model.buffers()):
+        torch._foreach_lerp_(ema_p, list(self.module.parameters()), 1 - self.ema_decay)
+        for b_ema, b in zip(self.ema.buffers(), self.module.buffers()):
             b_ema.copy_(b)
 
     @property
     def evaluated(self) -> nn.Module:
-        return self.ema if self.ema is not None else self.model
+        return self.ema if self.ema is not None else self.module
 
     def state(self) -> dict:
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": self.rng_state,
@@ -183,7 +202,7 @@ class _Student:
         }
 
     def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -192,9 +211,10 @@ class _Student:
         self.loss_sum.copy_(loss_sum)
 
     def mean_loss(self) -> float:
-        """Mean training loss since the last call (one host sync)."""
+        """Mean training loss since the last call, averaged over ranks (one host sync)."""
         if self.loss_count:
-            self.last_loss = (self.loss_sum / self.loss_count).item()
+            total = self.world.sum(self.loss_sum / self.loss_count) / self.world.size
+            self.last_loss = total.item()
             self.loss_sum.zero_()
             self.loss_count = 0
         return self.last_loss
@@ -248,6 +268,10 @@ class Engine:
         self.teacher = TeacherEnsemble(label_teachers, combine, ev.precision, cl) if label_teachers else None
         self.provider: LabelProvider = make_provider(ev.labels, self.teacher, soft_labels)
         self._epoch = 0
+        self.world = world()
+        if self.world.distributed:  # each rank tests its share of the test set; counts are summed
+            self.test = test.subset(torch.arange(len(test))[self.world.shard(len(test))])
+        self.test_size = len(test)
 
     def batch_size(self, student: Student) -> int:
         return min(student.batch_size or self.ev.batch_size, len(self.images))
@@ -308,7 +332,7 @@ class Engine:
                     results.append(result)
                     if on_result:
                         on_result(result)
-                if self.checkpoints:
+                if self.checkpoints and self.world.main:
                     self.checkpoints.clear(seed, [s.architecture for s in todo])
         return results
 
@@ -326,6 +350,7 @@ class Engine:
                 self.num_classes,
                 self.device,
                 self.channels_last,
+                self.world,
             )
             for s in specs
         ]
@@ -346,8 +371,10 @@ class Engine:
             for epoch in range(start_epoch, ev.epochs):
                 self._epoch = epoch
                 for b, (idx, p) in enumerate(stream.epoch(epoch)):
-                    x = self._inputs(idx, p)
-                    targets = self.provider.targets(epoch, b, idx, x, self.labels[idx.to(self.device)], p)
+                    x = self._inputs(idx, p)  # the whole batch, identical on every rank
+                    part = self.world.shard(len(idx))
+                    targets = self.provider.targets(epoch, b, idx, x, self.labels[idx.to(self.device)], p, part)
+                    x = x[part]
                     for st in students:
                         st.step(x, targets, epoch, b)
                     steps += 1
@@ -359,7 +386,7 @@ class Engine:
                     bar.advance(loss=min(st.mean_loss() for st in students))
                 else:
                     bar.advance()
-                if self.checkpoints and self.checkpoints.due(done, ev.epochs):
+                if self.checkpoints and self.world.main and self.checkpoints.due(done, ev.epochs):
                     wall = wall_before + time.perf_counter() - started
                     state = {"students": {st.name: st.state() for st in students}, "checks": checks}
                     self.checkpoints.save(seed, order, {**state, "epoch": done, "steps": steps, "train_wall_s": wall})
@@ -396,4 +423,11 @@ class Engine:
         return results
 
     def _accuracy(self, st: _Student) -> tuple[float, float]:
-        return accuracy(st.evaluated, self.test, precision=self.ev.precision, channels_last=st.channels_last)
+        return accuracy(
+            st.evaluated,
+            self.test,
+            precision=self.ev.precision,
+            channels_last=st.channels_last,
+            world=self.world,
+            total=self.test_size,
+        )
