@@ -8,6 +8,7 @@ applying are separate so FKD-style replay can store parameters and apply them la
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -86,7 +87,7 @@ def resized_crop_boxes(
 
 @dataclass
 class AugmentParams:
-    """Random draws for one batch (all on the CPU)."""
+    """Random draws for one batch (drawn on the CPU; `to` moves them to the device)."""
 
     shuffle_w: torch.Tensor | None = None  # [n, factor] strip order along width
     shuffle_h: torch.Tensor | None = None
@@ -97,6 +98,21 @@ class AugmentParams:
     mix_lam: float = 1.0
     mix_perm: torch.Tensor | None = None
     mix_box: tuple[int, int, int, int] | None = None  # (y1, y2, x1, x2)
+
+    def to(self, device: torch.device) -> AugmentParams:
+        """A copy on `device`; on CUDA through pinned memory without blocking the host."""
+        moved = {}
+        for name in ("shuffle_w", "shuffle_h", "boxes", "shifts", "flips", "mix_perm"):
+            value = getattr(self, name)
+            moved[name] = None if value is None else to_device(value, device)
+        return dataclasses.replace(self, **moved)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to device; CUDA copies go through pinned memory and do not block the host."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class Augmenter:
@@ -174,19 +190,19 @@ def _strip_index(order: torch.Tensor, length: int) -> torch.Tensor:
     """Per-sample source index along one axis after permuting `factor` strips (last takes the rest)."""
     n, f = order.shape
     width = length // f
-    sizes = torch.full((f,), width)
+    sizes = torch.full((f,), width, device=order.device)
     sizes[-1] = length - width * (f - 1)
     starts = torch.cumsum(sizes, 0) - sizes
     out_sizes = sizes[order]  # [n, f] strip sizes in output order
     out_ends = torch.cumsum(out_sizes, 1)
-    pos = torch.arange(length).expand(n, length).contiguous()
+    pos = torch.arange(length, device=order.device).expand(n, length).contiguous()
     slot = torch.searchsorted(out_ends, pos, right=True)  # output slot of each position
     offset = pos - (out_ends - out_sizes).gather(1, slot)
     return starts[order.gather(1, slot)] + offset
 
 
 def _shuffle_strips(x: torch.Tensor, order: torch.Tensor, dim: int) -> torch.Tensor:
-    index = _strip_index(order, x.shape[dim]).to(x.device)
+    index = _strip_index(order.to(x.device), x.shape[dim])
     shape = [x.shape[0], 1, 1, 1]
     shape[dim] = x.shape[dim]
     return x.gather(dim, index.view(shape).expand_as(x))

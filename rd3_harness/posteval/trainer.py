@@ -21,7 +21,7 @@ from rd3_harness.data.real import RealData
 from rd3_harness.distributed import World, world
 from rd3_harness.errors import Rd3Error
 from rd3_harness.models import create_model
-from rd3_harness.posteval.augment import Augmenter, AugmentParams
+from rd3_harness.posteval.augment import Augmenter, AugmentParams, to_device
 from rd3_harness.posteval.checkpoint import Checkpoints
 from rd3_harness.posteval.labels import LabelProvider, TeacherEnsemble, make_provider
 from rd3_harness.posteval.losses import compute_loss
@@ -85,7 +85,7 @@ def accuracy(
     model: nn.Module,
     test: RealData,
     *,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     precision: str = "fp32",
     channels_last: bool = False,
     world: World | None = None,
@@ -97,6 +97,7 @@ def accuracy(
     model.eval()
     device = next(model.parameters()).device
     k = min(5, test.num_classes)
+    batch_size = batch_size or (1024 if device.type == "cuda" else 500)
     correct1 = torch.zeros((), dtype=torch.int64, device=device)
     correctk = torch.zeros((), dtype=torch.int64, device=device)
     for x, y in test.batches(batch_size):
@@ -223,19 +224,25 @@ class _Student:
 class BatchStream:
     """Batch order and augmentation parameters of each epoch, drawn from (seed, epoch) alone."""
 
-    def __init__(self, n: int, batch_size: int, augmenter: Augmenter, seed: int):
-        self.n, self.batch_size, self.augmenter, self.seed = n, batch_size, augmenter, seed
+    def __init__(self, n: int, batch_size: int, augmenter: Augmenter, seed: int, device: torch.device):
+        self.n, self.batch_size, self.augmenter, self.seed, self.device = n, batch_size, augmenter, seed, device
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
-    def epoch(self, e: int) -> Iterator[tuple[torch.Tensor, AugmentParams]]:
+    def epoch(self, e: int) -> list[tuple[torch.Tensor, AugmentParams]]:
+        """The epoch's (indices, parameters) per batch, drawn on the CPU and moved to the device
+        up front, so the training loop never waits on the host."""
         g = generator("batch-stream", self.seed, e)
         order = torch.randperm(self.n, generator=g)
+        batches = []
         for start in range(0, self.n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield idx, self.augmenter.draw(len(idx), g)
+            batches.append((idx, self.augmenter.draw(len(idx), g)))
+        if self.device.type == "cpu":
+            return batches
+        return [(to_device(idx, self.device), p.to(self.device)) for idx, p in batches]
 
 
 class Engine:
@@ -291,7 +298,7 @@ class Engine:
 
     def _stream(self, seed: int, batch_size: int) -> BatchStream:
         stream_seed = self.provider.stream_seed if self.provider.stream_seed is not None else seed
-        return BatchStream(len(self.images), batch_size, self.augmenter, stream_seed)
+        return BatchStream(len(self.images), batch_size, self.augmenter, stream_seed, self.device)
 
     def prepare(self) -> None:
         """Per-run label work: static soft labels, or the FKD precomputation."""
