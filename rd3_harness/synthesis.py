@@ -4,6 +4,9 @@ checks on what a plugin returns."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,17 +89,36 @@ class SynthesisContext:
     load_teacher: Callable[[], nn.Module | None] = field(default=lambda: None, repr=False)
     load_teachers: Callable[[], tuple[nn.Module, ...]] = field(default=tuple, repr=False)
     cost: dict[str, float] = field(default_factory=dict)
-    """Filled by the core: wall and CPU seconds and peak memory of the `synthesize` call."""
+    """Filled by the core: wall and CPU seconds and peak memory of the `synthesize` call (time spent
+    loading or training teachers is reported apart and not counted)."""
+    _fingerprints: dict[int, tuple[nn.Module, str]] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def teacher(self) -> nn.Module | None:
         """The protocol's teacher, eval mode, on `device` (None unless `needs_teacher`)."""
-        return self.load_teacher()
+        (teacher,) = self._load(lambda: (self.load_teacher(),))
+        return teacher
 
     @functools.cached_property
     def teachers(self) -> tuple[nn.Module, ...]:
         """The protocol's `synthesis_teachers` (loaded on first access; empty if it lists none)."""
-        return self.load_teachers()
+        return self._load(self.load_teachers)
+
+    def _load(self, loader: Callable[[], tuple]) -> tuple:
+        """Load teachers outside time-to-synthesize (training one is not the method's cost) and
+        fingerprint their weights, which a method must not change."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        models = loader()
+        self.cost["teacher_load_wall_s"] = self.cost.get("teacher_load_wall_s", 0.0) + time.perf_counter() - wall
+        self.cost["teacher_load_cpu_s"] = self.cost.get("teacher_load_cpu_s", 0.0) + time.process_time() - cpu
+        for model in models:
+            if model is not None:
+                self._fingerprints[id(model)] = (model, weights_digest(model))
+        return models
+
+    def changed_teachers(self) -> list[str]:
+        """Class names of loaded teachers whose weights differ from when they were loaded."""
+        return [type(m).__name__ for m, digest in self._fingerprints.values() if weights_digest(m) != digest]
 
     def progress(self, total: int | None, description: str) -> Task:
         """A progress bar the CLI renders; use as a context manager and call `advance()`."""
@@ -107,6 +129,16 @@ class SynthesisContext:
         lo = self.normalize(torch.zeros(1, self.image_shape[0], 1, 1, device=x.device, dtype=x.dtype))
         hi = self.normalize(torch.ones(1, self.image_shape[0], 1, 1, device=x.device, dtype=x.dtype))
         return torch.maximum(torch.minimum(x, hi), lo)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every parameter and buffer of a model, in order."""
+    h = hashlib.sha256()
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        h.update(name.encode())
+        if not t.is_meta:  # meta tensors (the plugin kit's device probe) hold no values
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def parse_config(info: MethodInfo, overrides: dict[str, Any]) -> BaseModel:

@@ -153,3 +153,36 @@ def test_tampered_synthetic_set_is_refused(env):
     tensors.write_bytes(bytes(data))
     result = runner.invoke(app, ["evaluate", made["folder"], "-p", "cpu/smoke.v1"])
     assert result.exit_code == 2 and "does not match the manifest" in result.output
+
+
+def test_teacher_changes_fail_and_teacher_training_is_not_synthesis_time(env, smoke_workspace):
+    from rd3_harness.runner import synthesize
+
+    def vandal(ctx):
+        with torch.no_grad():
+            next(ctx.teacher.parameters()).add_(1.0)
+        return SyntheticSet(*_real(ctx, ctx.ipc))
+
+    module = _bad_plugin("vandal", vandal)
+    module.method_info = hookimpl(
+        lambda: MethodInfo(name="vandal", summary="edits the teacher", config_model=Config, needs_teacher=True)
+    )
+    get_plugins().add("vandal", module)
+    teacher = smoke_workspace.teacher(smoke_workspace.protocol.teacher).model
+    before = [p.clone() for p in teacher.parameters()]
+    result = run("--plugin", "vandal")
+    assert result.exit_code == 1 and "changed the weights of the teacher" in result.output
+    for p, b in zip(teacher.parameters(), before):  # undo, for the other tests of this session
+        p.data.copy_(b)
+
+    def reader(ctx):
+        assert len(ctx.teachers) == 2 and ctx.teacher is not None
+        return SyntheticSet(*_real(ctx, ctx.ipc))
+
+    module = _bad_plugin("reader", reader)
+    module.method_info = hookimpl(
+        lambda: MethodInfo(name="reader", summary="loads teachers", config_model=Config, needs_teacher=True)
+    )
+    get_plugins().add("reader", module)
+    cost = synthesize(smoke_workspace, "reader", reuse=False).manifest["synthesis"]
+    assert cost["teacher_load_wall_s"] > 0 and cost["wall_s"] < cost["teacher_load_wall_s"]
