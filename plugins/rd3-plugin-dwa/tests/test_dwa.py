@@ -1,0 +1,56 @@
+"""DWA on the smoke protocol: the directed adjustment of the teacher and the recovery around it."""
+
+import torch
+import torch.nn.functional as F
+from rd3_plugin_dwa import SMOKE_CONFIG, directed_adjustment
+
+from rd3_harness.testing import check_plugin, synthesize_smoke
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _distance(model, state):
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p - state[k]) for k, p in model.named_parameters()])
+    )
+
+
+def test_adjustment_has_the_configured_norm_and_is_undone_exactly(smoke_workspace):
+    ws = smoke_workspace
+    teacher, real = ws.teacher(ws.protocol.teacher).model, ws.train
+    index = torch.cat([real.sample_indices(c, 5, torch.Generator().manual_seed(c)) for c in range(10)])
+    x, y = real.get(index), real.labels[index]
+    before, flags = _state(teacher), [p.requires_grad for p in teacher.parameters()]
+    with torch.no_grad():
+        loss_before = F.cross_entropy(teacher(x), y)
+    with directed_adjustment(teacher, x, y, rho=0.05, steps=1) as norm:
+        assert abs(_distance(teacher, before) - 0.05) < 1e-5
+        assert abs(norm - 0.05) < 1e-5
+        with torch.no_grad():
+            assert F.cross_entropy(teacher(x), y) > loss_before  # moved up the loss on the real subset
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert [p.requires_grad for p in teacher.parameters()] == flags
+    with directed_adjustment(teacher, x, y, rho=0.05, steps=4) as norm:
+        assert 0.05 / 4 < norm <= 0.05 + 1e-6
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_recovery_restores_the_teacher_after_every_batch(smoke_workspace):
+    ws = smoke_workspace
+    teacher = ws.teacher(ws.protocol.teacher).model
+    before = _state(teacher)
+    # batches of 10 (one image per class): two adjusted batches, each from the original weights
+    s = synthesize_smoke(ws, "dwa", iterations=40, batch_size=10, rho=0.05, steps=1).synset
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert len(s.meta["adjustment_norm"]) == 2
+    assert all(abs(n - 0.05) < 1e-5 for n in s.meta["adjustment_norm"])
+    assert s.images.shape == (20, 1, 28, 28) and torch.isfinite(s.images).all()
+    assert torch.equal(ws.train.labels[torch.tensor(s.meta["init_indices"])], s.labels.cpu())
+    trace = s.meta["objective"]
+    assert trace[-1] < 0.5 * trace[0], trace
+
+
+def test_plugin_conforms(smoke_workspace):
+    check_plugin("dwa", workspace=smoke_workspace, config=SMOKE_CONFIG)

@@ -1,0 +1,68 @@
+"""G-VBSM on the smoke protocol: real statistics, multi-teacher recovery, and the protocol check."""
+
+import copy
+
+import pytest
+import torch
+from rd3_plugin_gvbsm import SMOKE_CONFIG
+from rd3_plugin_gvbsm.statistics import hooked_layers, real_stats
+
+from rd3_harness.errors import UsageError
+from rd3_harness.protocol.schema import Protocol
+from rd3_harness.testing import check_plugin, synthesize_smoke
+
+FAST = dict(iterations=60, lr=0.25, jitter=4, stats_images=50)
+
+
+def test_objective_falls_below_half(smoke_workspace):
+    out = synthesize_smoke(smoke_workspace, "gvbsm", **FAST)
+    s, meta = out.synset, out.synset.meta
+    assert s.images.shape == (20, 1, 28, 28) and torch.isfinite(s.images).all()
+    assert meta["teachers"] == 2 and len(meta["objective"]) == 60
+    first, last = sum(meta["objective"][:2]) / 2, sum(meta["objective"][-2:]) / 2  # one step per teacher
+    assert last < 0.5 * first, meta["objective"]
+    assert meta["ce"][-1] < meta["ce"][0]
+
+
+def test_real_statistics_match_the_data_and_are_cached(smoke_workspace, tmp_path):
+    ws = smoke_workspace
+    teacher, real = ws.teacher(ws.protocol.synthesis_teachers[1]).model, ws.train
+    kwargs = dict(num_classes=10, patch=4, images_per_class=30, cache_dir=tmp_path, dataset="fashion-mnist")
+    stats = real_stats(teacher, real, **kwargs)
+    # the first convolution sees the images themselves: its targets are plain pixel statistics
+    first = torch.cat([real.class_indices(c)[:30] for c in range(10)])
+    x = real.get(first)
+    mean, var, patch_mean, _ = stats.target(0)
+    assert torch.allclose(mean, x.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(var, x.var((0, 2, 3), unbiased=False), atol=1e-4)
+    assert patch_mean.shape == (49,)  # 28 x 28 in 4 x 4 patches
+    assert torch.allclose(patch_mean.mean(), mean, atol=1e-5)  # equal patches average to the pixel mean
+    shirt = x[:30]
+    class_mean, class_var = stats.class_target(0, torch.tensor([0, 0]))[:2]
+    assert torch.allclose(class_mean, shirt.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(class_var, shirt.var((2, 3), unbiased=False).mean(0), atol=1e-4)
+    bn = next(i for i, (_, m) in enumerate(hooked_layers(teacher)) if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(stats.target(bn)[0], stats.layers[bn][1].running_mean)
+    # cached by the teacher's weights: the same teacher loads the file, other weights miss it
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1
+    again = real_stats(teacher, real, **kwargs)
+    assert all(torch.equal(again.tensors[k], v) for k, v in stats.tensors.items())
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        other.features[0].weight.mul_(2)
+    real_stats(other, real, **kwargs)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_protocol_without_synthesis_teachers_is_refused(smoke_workspace):
+    ws = copy.copy(smoke_workspace)
+    data = ws.protocol.model_dump(mode="json")
+    data["synthesis_teachers"] = []
+    ws.protocol = Protocol.model_validate(data)
+    with pytest.raises(UsageError, match="synthesis_teachers"):
+        synthesize_smoke(ws, "gvbsm", iterations=1)
+
+
+def test_plugin_conforms(smoke_workspace):
+    check_plugin("gvbsm", workspace=smoke_workspace, config=SMOKE_CONFIG)

@@ -1,0 +1,74 @@
+"""RDED on the smoke protocol: real crops, selected by the observer, stitched into grids."""
+
+import torch
+import torch.nn.functional as F
+from rd3_plugin_rded import SMOKE_CONFIG
+from rd3_plugin_rded.crops import best_crops, cells, crop, pad_to
+
+from rd3_harness.testing import check_plugin, synthesize_smoke
+
+
+def _ce(teacher, x, label):
+    with torch.inference_mode():
+        return F.cross_entropy(teacher(x), torch.full((len(x),), label), reduction="none")
+
+
+def test_crops_are_exact_cuts_of_the_image():
+    x = torch.arange(2 * 28 * 28, dtype=torch.float32).view(2, 1, 28, 28)
+    boxes = torch.tensor([[0.0, 0.0, 28.0, 28.0], [5.0, 3.0, 14.0, 14.0]])
+    out = crop(x, boxes, (14, 14))
+    assert torch.equal(out[1], x[1, :, 5:19, 3:17])
+    assert torch.allclose(out[0], F.avg_pool2d(x[:1], 2)[0])
+
+
+def test_kept_crops_have_lower_teacher_ce_than_rejected(smoke_workspace):
+    ws = smoke_workspace
+    teacher, real = ws.teacher(ws.protocol.teacher).model, ws.train
+    label, n = 3, 8
+    index = real.sample_indices(label, 40, torch.Generator().manual_seed(0))
+    cand = best_crops(
+        teacher, real, index, label, crops=3, factor=2, scale=(0.08, 1.0), generator=torch.Generator().manual_seed(1)
+    )
+    # recompute every candidate's score independently: crop, zero-pad to full size, teacher CE
+    x = crop(real.get(cand.index), cand.boxes, (14, 14))
+    ce = _ce(teacher, pad_to(x, 28), label)
+    assert torch.allclose(ce, cand.ce, atol=1e-4)
+    kept, rejected = cand.lowest(n)
+    assert len(kept.ce) == n and len(rejected.ce) == len(index) - n
+    assert kept.ce.max() <= rejected.ce.min()
+    assert set(cand.index[ce.argsort()[:n]].tolist()) == set(kept.index.tolist())
+
+
+def test_stitched_images_hold_factor_squared_crops(smoke_workspace):
+    ws = smoke_workspace
+    out = synthesize_smoke(ws, "rded", factor=2, candidates=30, crops=2)
+    s, ipc = out.synset, ws.protocol.ipc
+    assert s.images.shape == (10 * ipc, 1, 28, 28)
+    assert torch.equal(s.labels, torch.arange(10).repeat_interleave(ipc))
+    assert s.meta["factor"] == 2
+    teacher, real = ws.teacher(ws.protocol.teacher).model, ws.train
+    grid = cells(28, 2)
+    for image, label, used in zip(s.images, s.labels.tolist(), s.meta["crops"]):
+        assert len(used) == 4  # factor^2 crops, one per cell, each cut from its own real image
+        for k, (index, top, left, side, ce) in enumerate(used):
+            (y, h), (x, w) = grid[k // 2], grid[k % 2]
+            source = real.get(torch.tensor([index]))
+            box = torch.tensor([[top, left, side, side]], dtype=torch.float64)
+            assert torch.allclose(image[:, y : y + h, x : x + w], crop(source, box, (h, w))[0], atol=1e-5)
+            assert abs(_ce(teacher, pad_to(crop(source, box, (14, 14)), 28), label).item() - ce) < 1e-4
+            assert ce <= s.meta["rejected_ce_min"][label]
+    # the best crops of a class go to cell 0 of its images, the worst kept ones to the last cell
+    first = [used[0][4] for used in s.meta["crops"][:ipc]]
+    last = [used[-1][4] for used in s.meta["crops"][:ipc]]
+    assert max(first) <= min(last)
+
+
+def test_factor_one_keeps_whole_crops(smoke_workspace):
+    s = synthesize_smoke(smoke_workspace, "rded", candidates=20).synset
+    assert s.meta["factor"] == 1
+    assert all(len(used) == 1 for used in s.meta["crops"])
+    assert torch.isfinite(s.images).all()
+
+
+def test_plugin_conforms(smoke_workspace):
+    check_plugin("rded", workspace=smoke_workspace, config=SMOKE_CONFIG)
