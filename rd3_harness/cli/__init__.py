@@ -35,7 +35,7 @@ app = typer.Typer(
     help="rd3-harness: evaluate dataset distillation methods under one frozen, hashed protocol.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -50,15 +50,25 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    log_level: Annotated[
+        str, typer.Option("--log-level", envvar="RD3_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "warning",
 ) -> None:
     """rd3-harness command line."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err, show_path=False)
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", handlers=[handler], force=True)
 
 
 def _register() -> None:
-    from rd3_harness.cli import catalog, plugins, protocol, results, run, teacher
+    from rd3_harness.cli import catalog, plugins, protocol, results, run, scaffold, teacher
 
     app.add_typer(protocol.app, name="protocol")
     app.add_typer(plugins.app, name="plugins")
+    app.add_typer(scaffold.app, name="plugin")
     app.add_typer(catalog.datasets_app, name="datasets")
     app.add_typer(catalog.models_app, name="models")
     app.add_typer(teacher.app, name="teacher")

@@ -19,21 +19,21 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 ProtocolArg = Annotated[str, typer.Argument(help="Protocol file, or registered name (see `rd3h protocol list`).")]
 ProtocolOpt = Annotated[
     str | None,
-    typer.Option("--protocol", "-p", help="Protocol file or registered name [default: cpu/fmnist-ipc10.v1]."),
+    typer.Option("--protocol", "-p", help="Protocol file or registered name (default: cpu/fmnist-ipc10.v1)."),
 ]
 OutOpt = Annotated[
     Path | None,
     typer.Option(
-        "--out", "-o", help="Output folder (results store, synthetic sets) [env RD3_OUT; default ./rd3-results]."
+        "--out", "-o", help="Output folder (results store, synthetic sets) (env RD3_OUT; default ./rd3-results)."
     ),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto [env RD3_DEVICE].")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (env RD3_DEVICE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
 DownloadOpt = Annotated[
     bool, typer.Option("--download", help="Download a missing dataset (only datasets that allow it).")
 ]
 DataRootOpt = Annotated[
-    Path | None, typer.Option("--data-root", help="Dataset folder [env RD3_DATA_ROOT; default RD3_HOME/data].")
+    Path | None, typer.Option("--data-root", help="Dataset folder (env RD3_DATA_ROOT; default RD3_HOME/data).")
 ]
 
 

@@ -163,7 +163,7 @@ def evaluate(
     synset: Annotated[Path, typer.Argument(help="Synthetic set: an rd3h folder (manifest.json) or an ImageFolder.")],
     protocol: ProtocolOpt = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Method name to record [default: manifest's, or 'external'].")
+        str | None, typer.Option("--name", help="Method name to record (default: the manifest's, or 'external').")
     ] = None,
     seeds: SeedsOpt = None,
     device: DeviceOpt = None,
