@@ -5,7 +5,8 @@ The public plugin API is re-exported here; see ARCHITECTURE and CONTRIBUTING for
 
 __version__ = "0.1.0"
 
+from rd3_harness.errors import UsageError  # noqa: E402
 from rd3_harness.hookspecs import hookimpl  # noqa: E402
 from rd3_harness.synthesis import MethodInfo, SynthesisContext, SyntheticSet  # noqa: E402
 
-__all__ = ["MethodInfo", "SynthesisContext", "SyntheticSet", "__version__", "hookimpl"]
+__all__ = ["MethodInfo", "SynthesisContext", "SyntheticSet", "UsageError", "__version__", "hookimpl"]

@@ -3,6 +3,7 @@ its cached set); evaluate every student x seed; record everything in the store."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -99,14 +100,35 @@ class Workspace:
         return self.test.normalize(torch.zeros(1, self.test.image_shape[0], 1, 1, device=self.test.device)).flatten()
 
 
-def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: Protocol) -> str:
-    """What decides a synthetic set: the method, its version and config, and the protocol's
+def code_digest(module_name: str) -> str:
+    """sha256 of a plugin's Python sources (its package folder, or its one file): a code change
+    without a version bump must not reuse an old synthetic set."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return ""
+    origin = Path(spec.origin)
+    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(origin.parent).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: Protocol, code: str = "") -> str:
+    """What decides a synthetic set: the method, its version, code and config, and the protocol's
     dataset, IPC, teachers and synthesis seed (not its evaluation settings)."""
     p = protocol.model_dump(mode="json")
     return sha256_of(
         {
             "method": method,
             "version": version,
+            "code": code,
             "config": config,
             **{k: p[k] for k in ("dataset", "ipc", "teacher", "synthesis_teachers", "synthesis_seed")},
         }
@@ -130,7 +152,8 @@ def synthesize(
     info: MethodInfo = record.method
     config = parse_config(info, overrides or {})
     config_json = config.model_dump(mode="json")
-    key = synthesis_key(method, record.version, config_json, ws.protocol)
+    code = code_digest(record.module)
+    key = synthesis_key(method, record.version, config_json, ws.protocol, code)
     folder = ws.settings.out / "synsets" / f"{method}-{key[:12]}"
     if reuse and (folder / "manifest.json").is_file():
         try:
@@ -184,6 +207,7 @@ def synthesize(
         "config": config_json,
         "config_hash": sha256_of(config_json),
         "synthesis_key": key,
+        "code_sha256": code,
         "dataset": p.dataset.name,
         "ipc": p.ipc,
         "num_classes": ws.info.num_classes,

@@ -122,6 +122,13 @@ def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return captured[-1].flatten(1)
 
 
+@torch.no_grad()
+def embed_real(model: nn.Module, real_data, indices: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Penultimate-layer features [n, d] (float32) of the real images at `indices` (a `RealData`),
+    computed in batches on the data's device."""
+    return torch.cat([embed(model, real_data.get(chunk)).float() for chunk in indices.split(batch_size)])
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -132,6 +139,7 @@ __all__ = [
     "create_model",
     "describe",
     "embed",
+    "embed_real",
     "has_batchnorm",
     "is_known",
     "last_linear",
