@@ -1,0 +1,76 @@
+"""CDA on the smoke protocol: SRe2L recovery under the crop-scale curriculum."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import rd3_plugin_sre2l.recovery
+from pydantic import ValidationError
+from rd3_plugin_cda import PRESETS, Config, min_crop_scale
+from rd3_plugin_sre2l import resolve
+
+from rd3_harness.testing import synthesize_smoke
+
+ITERATIONS = 30
+
+
+@pytest.fixture(scope="module")
+def recovered(smoke_workspace):
+    """A CDA run that also records the crop-scale range of every step."""
+    scales = []
+    original = rd3_plugin_sre2l.recovery.random_resized_crop_flip
+
+    def spy(x, scale, generator):
+        scales.append(scale)
+        return original(x, scale, generator)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rd3_plugin_sre2l.recovery, "random_resized_crop_flip", spy)
+        result = synthesize_smoke(smoke_workspace, "cda", iterations=ITERATIONS)
+    return result, scales
+
+
+def test_output_is_valid(recovered, smoke_workspace):
+    s = recovered[0].synset
+    assert s.images.shape == (20, 1, 28, 28)
+    pixels = smoke_workspace.test.denormalize(s.images)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert s.meta["curriculum"] == {"schedule": "cosine", "milestone": 1.0}
+
+
+def test_objective_falls_below_half(recovered):
+    objective = recovered[0].synset.meta["objective"]
+    assert objective[-1] < 0.5 * objective[0]
+
+
+def test_recovery_crops_with_the_curriculum(recovered):
+    scales = recovered[1]
+    assert len(scales) == ITERATIONS  # one batch of 20 images
+    assert scales == [(min_crop_scale(t, ITERATIONS), 1.0) for t in range(ITERATIONS)]
+
+
+@pytest.mark.parametrize("milestone", [1.0, 0.5])
+def test_cosine_schedule_follows_formula(milestone):
+    T = 200
+    for t in range(T):
+        expected = 0.08 + 0.92 * 0.5 * (1 + math.cos(math.pi * t / (milestone * T))) if t < milestone * T else 0.08
+        assert math.isclose(min_crop_scale(t, T, "cosine", milestone), expected, abs_tol=1e-12)
+    assert min_crop_scale(0, T, "cosine", milestone) == 1.0
+
+
+def test_step_and_linear_schedules():
+    T = 100
+    assert [min_crop_scale(t, T, "step", 0.3) for t in (0, 29, 30, 99)] == [1.0, 1.0, 0.08, 0.08]
+    assert math.isclose(min_crop_scale(25, T, "linear"), 0.08 + 0.92 * 0.75)
+    assert min_crop_scale(5, T, "linear", 0.0) == 0.08
+
+
+def test_presets_and_config():
+    tiny = resolve(Config(), (3, 64, 64), PRESETS)
+    assert (tiny.lr, tiny.r_bn, tiny.iterations, tiny.crop) == (0.4, 0.05, 4000, True)
+    assert resolve(Config(), (1, 28, 28), PRESETS).crop
+    with pytest.raises(ValidationError, match="crop"):
+        Config(crop=False)
+    with pytest.raises(ValidationError):
+        Config(milestone=1.5)
