@@ -109,11 +109,11 @@ class SynthesisContext:
         fingerprint their weights, which a method must not change."""
         wall, cpu = time.perf_counter(), time.process_time()
         models = loader()
-        self.cost["teacher_load_wall_s"] = self.cost.get("teacher_load_wall_s", 0.0) + time.perf_counter() - wall
-        self.cost["teacher_load_cpu_s"] = self.cost.get("teacher_load_cpu_s", 0.0) + time.process_time() - cpu
         for model in models:
             if model is not None:
                 self._fingerprints[id(model)] = (model, weights_digest(model))
+        self.cost["teacher_load_wall_s"] = self.cost.get("teacher_load_wall_s", 0.0) + time.perf_counter() - wall
+        self.cost["teacher_load_cpu_s"] = self.cost.get("teacher_load_cpu_s", 0.0) + time.process_time() - cpu
         return models
 
     def changed_teachers(self) -> list[str]:

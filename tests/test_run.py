@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import types
 
 import pytest
@@ -155,7 +156,7 @@ def test_tampered_synthetic_set_is_refused(env):
     assert result.exit_code == 2 and "does not match the manifest" in result.output
 
 
-def test_teacher_changes_fail_and_teacher_training_is_not_synthesis_time(env, smoke_workspace):
+def test_teacher_changes_fail_and_teacher_training_is_not_synthesis_time(env, smoke_workspace, monkeypatch):
     from rd3_harness.runner import synthesize
 
     def vandal(ctx):
@@ -184,5 +185,12 @@ def test_teacher_changes_fail_and_teacher_training_is_not_synthesis_time(env, sm
         lambda: MethodInfo(name="reader", summary="loads teachers", config_model=Config, needs_teacher=True)
     )
     get_plugins().add("reader", module)
+    load = smoke_workspace.teacher
+
+    def slow_load(spec):  # as if the teacher had to be trained first
+        time.sleep(0.5)
+        return load(spec)
+
+    monkeypatch.setattr(smoke_workspace, "teacher", slow_load)
     cost = synthesize(smoke_workspace, "reader", reuse=False).manifest["synthesis"]
-    assert cost["teacher_load_wall_s"] > 0 and cost["wall_s"] < cost["teacher_load_wall_s"]
+    assert cost["teacher_load_wall_s"] >= 1.0 and cost["wall_s"] < 0.5
