@@ -53,10 +53,18 @@ def _root(
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="RD3_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "warning",
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", envvar="RD3_THREADS", min=1, help="CPU threads for torch (default: torch's choice)."),
+    ] = None,
 ) -> None:
     """rd3-harness command line."""
     import logging
 
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     from rich.logging import RichHandler
 
     handler = RichHandler(console=err, show_path=False)
@@ -64,7 +72,7 @@ def _root(
 
 
 def _register() -> None:
-    from rd3_harness.cli import catalog, plugins, protocol, results, run, scaffold, teacher
+    from rd3_harness.cli import analysis, catalog, plugins, protocol, results, run, scaffold, teacher
 
     app.add_typer(protocol.app, name="protocol")
     app.add_typer(plugins.app, name="plugins")
@@ -74,6 +82,7 @@ def _register() -> None:
     app.add_typer(teacher.app, name="teacher")
     app.add_typer(results.app, name="results")
     run.register(app)
+    analysis.register(app)
 
 
 _register()

@@ -1,10 +1,11 @@
-"""`rd3h results list|show|export`."""
+"""`rd3h results list|show|export|verify`."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -65,7 +66,7 @@ def list_(
             for s in r.summary
         )
         table.add_row(
-            r.run_id, r.status, r.protocol_name, short_hash(r.protocol_hash), r.plugin.name, acc or (r.error or "")
+            r.run_id, r.state, r.protocol_name, short_hash(r.protocol_hash), r.plugin.name, acc or (r.error or "")
         )
     out.print(table)
 
@@ -122,3 +123,29 @@ def export(
             writer.writerows(rows)
     else:
         raise UsageError(f"--format {fmt!r}: use json or csv")
+
+
+@app.command()
+def verify(
+    record: Annotated[Path, typer.Argument(help="A run exported with `rd3h results export RUN_ID`.")],
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", "-p", help="The protocol the run claims (file or registered name).")
+    ] = None,
+    synset: Annotated[Path | None, typer.Option("--synset", help="The submitted synthetic set folder.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reviewer's check: protocol hash (or the diff to --protocol), synthetic-set sha256, and internal
+    consistency (hash of run.protocol, every record's hash, seeds, per-seed numbers vs summary).
+    Exits 1 on any mismatch."""
+    from rd3_harness.analysis.verify import read_export
+    from rd3_harness.analysis.verify import verify as check
+    from rd3_harness.protocol.library import resolve_protocol
+
+    named = resolve_protocol(protocol, check=False)[0] if protocol else None
+    verdict = check(read_export(record), protocol=named, protocol_ref=protocol, synset_dir=synset)
+    if as_json:
+        print_json(verdict.as_dict())
+    else:
+        out.print(verdict.text(), markup=False, highlight=False)
+    if not verdict.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,223 @@
+"""Leaderboards from the results store: one table per protocol hash and student, never mixing
+hashes. Each method's entry is its latest complete run (per plugin version and config) with mean,
+std (ddof=1) and 95% t-interval over seeds, the gain over `random` under the same hash, Welch's
+t-test against the best entry, time-to-synthesize and storage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rd3_harness.errors import UsageError
+from rd3_harness.protocol.io import short_hash
+from rd3_harness.results.record import Run, RunRecord
+from rd3_harness.results.stats import summarize, welch_t_test
+
+BASELINE = "random"
+ABLATION_SOURCE = "rd3h ablate "
+"""Runs made by `rd3h ablate` (their `protocol_source` starts so) are analyses, not entries."""
+
+
+class MixedProtocols(UsageError):
+    """Records of more than one protocol hash were offered to one table."""
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+@dataclass
+class Entry:
+    method: str
+    plugin_version: str
+    method_config_hash: str
+    run_id: str
+    seeds: list[int]
+    values: list[float]
+    """Reported top-1 per seed (fractions), in seed order."""
+    mean: float
+    std: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    test_set_selection: bool
+    """The reported numbers are best-of-run (selected on the test set)."""
+    synthesis_wall_s: float | None
+    storage_bytes: int | None
+    label_storage_bytes: int
+    gain_over_random: float | None = None
+    p_vs_best: float | None = None
+    """Two-sided Welch p-value against the best entry (None for the best itself or n < 2)."""
+    best: bool = False
+
+
+@dataclass
+class Board:
+    """One table: a single protocol hash and student."""
+
+    protocol_hash: str
+    protocol_name: str
+    protocol_source: str
+    student: str
+    entries: list[Entry] = field(default_factory=list)
+    random_hint: str | None = None
+    """How to run the baseline when no `random` entry exists under this hash."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _entry(run: Run, records: list[RunRecord]) -> Entry:
+    records = sorted(records, key=lambda r: r.seed)
+    values = [r.top1 for r in records]
+    s = summarize(values)
+    return Entry(
+        method=run.plugin.name,
+        plugin_version=run.plugin.version,
+        method_config_hash=run.method_config_hash,
+        run_id=run.run_id,
+        seeds=[r.seed for r in records],
+        values=values,
+        mean=s.mean,
+        std=_none_if_nan(s.std),
+        ci95_low=_none_if_nan(s.ci95_low),
+        ci95_high=_none_if_nan(s.ci95_high),
+        test_set_selection=any(r.test_set_selection for r in records),
+        synthesis_wall_s=run.synthesis.wall_s if run.synthesis else None,
+        storage_bytes=run.synset.storage_bytes if run.synset else None,
+        label_storage_bytes=run.synset.label_storage_bytes if run.synset else 0,
+    )
+
+
+def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
+    """The table of `student` from runs and records of one protocol hash; refuses several hashes."""
+    hashes = sorted({r.protocol_hash for r in runs} | {r.protocol_hash for r in records})
+    if len(hashes) > 1:
+        raise MixedProtocols(
+            f"one leaderboard table holds one protocol hash, got {len(hashes)}: "
+            + ", ".join(short_hash(h) for h in hashes)
+            + "; numbers under different protocols are not comparable"
+        )
+    if not runs:
+        raise UsageError("no runs to rank")
+    latest: dict[tuple[str, str, str], tuple[Run, list[RunRecord]]] = {}
+    for run in sorted(runs, key=lambda r: (r.created, r.run_id)):
+        mine = [r for r in records if r.run_id == run.run_id and r.student == student]
+        if run.status == "complete" and mine:
+            latest[(run.plugin.name, run.plugin.version, run.method_config_hash)] = (run, mine)
+    entries = sorted((_entry(run, recs) for run, recs in latest.values()), key=lambda e: -e.mean)
+    last = runs[-1]
+    names = " = ".join(dict.fromkeys(r.protocol_name for r in runs))  # files that differ only in metadata
+    result = Board(last.protocol_hash, names, last.protocol_source, student, entries)
+    if not entries:
+        return result
+    baseline = next((e for e in reversed(entries) if e.method == BASELINE), None)
+    if baseline is None:
+        result.random_hint = f"rd3h run --plugin {BASELINE} --protocol {last.protocol_source}"
+    best = entries[0]
+    best.best = True
+    for e in entries:
+        if baseline is not None:
+            e.gain_over_random = e.mean - baseline.mean
+        if e is not best:
+            e.p_vs_best = _none_if_nan(welch_t_test(e.values, best.values)[2])
+    return result
+
+
+def boards(
+    store, protocol_hash: str | None = None, student: str | None = None, *, ablation_runs: bool = False
+) -> list[Board]:
+    """Every table of the store (or of one protocol hash), one per hash and student."""
+    runs = [
+        r
+        for r in store.runs(protocol_hash=protocol_hash, status="complete")
+        if ablation_runs or not r.protocol_source.startswith(ABLATION_SOURCE)
+    ]
+    by_hash: dict[str, list[Run]] = {}
+    for run in runs:
+        by_hash.setdefault(run.protocol_hash, []).append(run)
+    out = []
+    for h, group in by_hash.items():
+        records = store.records(protocol_hash=h)
+        students = list(dict.fromkeys(r.student for r in records))
+        for name in [student] if student else students:
+            b = board(group, records, name)
+            if b.entries:
+                out.append(b)
+    return out
+
+
+def resolve_hash(store, ref: str) -> str:
+    """A protocol's hash from a file or registered name, or a unique hash prefix found in the store."""
+    from rd3_harness.protocol.io import protocol_hash
+    from rd3_harness.protocol.library import resolve_protocol
+
+    try:
+        protocol, _ = resolve_protocol(ref, check=False)
+        return protocol_hash(protocol)
+    except UsageError:
+        matches = {r.protocol_hash for r in store.runs() if r.protocol_hash.startswith(ref.lower())}
+        if len(ref) >= 6 and len(matches) == 1:
+            return matches.pop()
+        raise
+
+
+def _pct(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size, unit = float(n), "B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def row(e: Entry) -> dict[str, str]:
+    """An entry as display strings (shared by the rich and markdown tables)."""
+    acc = _pct(e.mean) + (f" ± {100 * e.std:.2f}" if e.std is not None else "") + (" †" if e.test_set_selection else "")
+    ci = f"[{_pct(e.ci95_low)}, {_pct(e.ci95_high)}]" if e.ci95_low is not None else "-"
+    p = "best" if e.best else ("-" if e.p_vs_best is None else f"{e.p_vs_best:.3f}")
+    synth = "-" if e.synthesis_wall_s is None else f"{e.synthesis_wall_s:.1f}"
+    return {
+        "method": e.method,
+        "version": e.plugin_version,
+        "top-1 % (mean ± std)": acc,
+        "95% CI": ci,
+        "gain vs random (pp)": _pct(e.gain_over_random, sign=True),
+        "p vs best": p,
+        "synthesis s": synth,
+        "storage": _bytes(e.storage_bytes),
+        "seeds": ",".join(map(str, e.seeds)),
+    }
+
+
+def title(b: Board) -> str:
+    return f"{b.protocol_name}  sha256:{short_hash(b.protocol_hash)}  student {b.student}"
+
+
+FOOTNOTE = (
+    "† best-of-run: selected on the test set (protocol report mode `best`), not comparable to final-epoch numbers."
+)
+
+
+def markdown(tables: list[Board]) -> str:
+    """GitHub-flavoured tables, one per board."""
+    parts = []
+    for b in tables:
+        rows = [row(e) for e in b.entries]
+        head = list(rows[0])
+        lines = [f"### {title(b)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
+        if any(e.test_set_selection for e in b.entries):
+            lines += ["", FOOTNOTE]
+        if b.random_hint:
+            lines += ["", f"No `random` baseline under this hash: `{b.random_hint}`"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"

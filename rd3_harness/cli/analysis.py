@@ -1,0 +1,182 @@
+"""`rd3h ablate`, `rd3h leaderboard` and `rd3h report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rd3_harness.cli.common import DeviceOpt, JsonOpt, OutOpt, err, out, parse_pairs, pct, print_json, settings
+from rd3_harness.errors import UsageError
+from rd3_harness.protocol import short_hash
+
+StudentOpt = Annotated[
+    str | None, typer.Option("--student", help="Student architecture to follow [default: see the command's help].")
+]
+
+
+def ablate(
+    source: Annotated[str, typer.Option("--from", help="Protocol the walk starts from (the set is made under it).")],
+    target: Annotated[str, typer.Option("--to", help="Protocol the walk ends at (its seeds are used throughout).")],
+    plugin: Annotated[str | None, typer.Option("--plugin", help="Method plugin that makes the set.")] = None,
+    synset: Annotated[Path | None, typer.Option("--synset", help="A synthetic set folder made by rd3h.")] = None,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Method config override key=value (repeatable).")
+    ] = None,
+    student: StudentOpt = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Evaluate every step again, even when the store has it.")
+    ] = False,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Also draw the attribution chart to this PNG.")] = None,
+    device: DeviceOpt = None,
+    out_dir: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Walk from --from to --to one group of settings at a time, evaluating the same synthetic set.
+
+    Groups, in this order, each applied on top of the previous ones: student architecture, labels and
+    teachers, loss, batch size, epochs, optimizer, LR schedule, augmentation, student EMA, precision,
+    reported epoch. Coupled settings move together; a step also takes the next group when the
+    protocol would not validate otherwise. The followed student is --student, else the target's
+    first student that the source also trains. Steps found in the store (same protocol hash and
+    synthetic set) are reused. The attribution is saved under OUT/ablations/ for `rd3h report`.
+    """
+    from rd3_harness.analysis import ablate as ab
+    from rd3_harness.progress import rich_progress
+
+    s = settings(out_dir, device)
+    with rich_progress(err):
+        result = ab.ablate(
+            source,
+            target,
+            settings=s,
+            plugin=plugin,
+            synset_dir=synset,
+            config=parse_pairs(config),
+            student=student,
+            reuse=not fresh,
+        )
+    saved = ab.save(result, s.out / "ablations")
+    data = result.as_dict()
+    if chart is not None:
+        from rd3_harness.analysis.report import ablation_figure
+
+        ablation_figure(data, chart)
+    if as_json:
+        print_json({**data, "saved": str(saved), "chart": str(chart) if chart else None})
+        return
+    title = (
+        f"{result.method} on {result.plan.student}: {data['from']['name']} sha256:{short_hash(data['from']['hash'])}"
+        f" -> {data['to']['name']} sha256:{short_hash(data['to']['hash'])}"
+    )
+    table = Table(
+        "step", "setting(s) changed", "top-1 % (mean ± std)", "Δ vs previous (pp)", "hash", "run", title=title
+    )
+    for step in data["steps"]:
+        changed = "\n".join(f"{c['path']}: {c['from']} -> {c['to']}" for c in step["changes"][:6])
+        if len(step["changes"]) > 6:
+            changed += f"\n(+{len(step['changes']) - 6} more)"
+        acc = pct(step["mean"]) + (f" ± {100 * step['std']:.2f}" if step["std"] is not None else "")
+        delta = "" if step["delta"] is None else f"{100 * step['delta']:+.2f}"
+        run = step["run_id"] + (" (stored)" if step["reused"] else "")
+        table.add_row(
+            f"{step['index']} {step['label']}", changed or "-", acc, delta, short_hash(step["protocol_hash"]), run
+        )
+    out.print(table)
+    err.print(
+        f"total change {100 * data['total_change']:+.2f} pp = sum of the step changes; seeds {data['seeds']}"
+        + ("; other students of the protocols were left out" if data["students_narrowed"] else "")
+        + f"; saved {saved}",
+        highlight=False,
+    )
+
+
+def _store(out_dir):
+    from rd3_harness.cli.results import open_store
+
+    return open_store(out_dir)
+
+
+def leaderboard(
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", "-p", help="Protocol file, registered name or hash prefix [default: every hash]."),
+    ] = None,
+    student: StudentOpt = None,
+    out_dir: OutOpt = None,
+    as_json: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print GitHub-flavoured markdown tables.")] = False,
+) -> None:
+    """Rank methods: one table per protocol hash and student, never mixing hashes.
+
+    Columns: mean ± std over seeds, 95% CI, gain over `random` under the same hash, Welch p-value
+    against the best entry, time-to-synthesize and storage. Runs made by `rd3h ablate` are left out.
+    """
+    from rd3_harness.analysis import leaderboard as lb
+
+    store = _store(out_dir)
+    h = lb.resolve_hash(store, protocol) if protocol else None
+    tables = lb.boards(store, h, student)
+    if not tables:
+        where = f"under sha256:{short_hash(h)} " if h else ""
+        raise UsageError(f"no complete runs {where}in {store.path}" + (f" for student {student}" if student else ""))
+    if as_json:
+        print_json([t.as_dict() for t in tables])
+        return
+    if markdown:
+        out.print(lb.markdown(tables), markup=False, highlight=False, end="")
+        return
+    for t in tables:
+        rows = [lb.row(e) for e in t.entries]
+        table = Table(*rows[0], title=lb.title(t), box=None)
+        for r in rows:
+            table.add_row(*r.values())
+        out.print(table)
+        if any(e.test_set_selection for e in t.entries):
+            err.print(lb.FOOTNOTE, highlight=False, markup=False)
+        if t.random_hint:
+            err.print(f"no random baseline under this hash; run: {t.random_hint}", highlight=False, markup=False)
+
+
+def report(
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", "-p", help="Only this protocol (file, name or hash prefix) [default: every hash]."),
+    ] = None,
+    student: StudentOpt = None,
+    legacy: Annotated[
+        str | None,
+        typer.Option("--legacy", help="Pair each method with its own legacy protocol, e.g. 'cpu/legacy-{method}.v1'."),
+    ] = None,
+    figures: Annotated[
+        Path | None, typer.Option("--figures", help="Folder for the PNGs [default: OUT/figures].")
+    ] = None,
+    out_dir: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draw PNG figures from the store (needs matplotlib: the `plot` extra).
+
+    Per protocol hash and student: accuracy vs time-to-synthesize on a log axis and accuracy per
+    method with error bars; every ablation saved under OUT/ablations; with --legacy, each method's
+    number under its own legacy protocol beside its number under the standard.
+    """
+    from rd3_harness.analysis import leaderboard as lb
+    from rd3_harness.analysis.report import report as draw
+
+    store = _store(out_dir)
+    folder = settings(out_dir).out
+    h = lb.resolve_hash(store, protocol) if protocol else None
+    written = draw(store, folder, figures or folder / "figures", protocol_hash=h, student=student, legacy=legacy)
+    if as_json:
+        print_json([str(p) for p in written])
+    else:
+        for path in written:
+            out.print(str(path), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ablate)
+    app.command()(leaderboard)
+    app.command()(report)
