@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -28,6 +29,10 @@ class Task:
         self.close()
 
 
+def _info(fields: dict[str, Any]) -> str:
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+
+
 class _RichTask(Task):
     def __init__(self, progress: Any, total: int | None, description: str):
         super().__init__(total, description)
@@ -36,25 +41,61 @@ class _RichTask(Task):
 
     def advance(self, n: int = 1, **fields: Any) -> None:
         super().advance(n)
-        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        info = _info(fields)
         self._progress.update(self._id, advance=n, **({"info": info} if info else {}))
 
     def close(self) -> None:
         self._progress.remove_task(self._id)
 
 
-_rich: Any = None
+class _LineTask(Task):
+    """Progress as plain lines for logs (no terminal: nohup, Slurm): every 10 % and at the end."""
+
+    def __init__(self, console: Any, total: int | None, description: str):
+        super().__init__(total, description)
+        self._console, self._start, self._next, self._fields = console, time.perf_counter(), 0.1, {}
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        super().advance(n)
+        self._fields.update(fields)
+        if self.total and self.completed < self.total and self.completed >= self._next * self.total:
+            self._next = (int(10 * self.completed / self.total) + 1) / 10
+            self._line()
+
+    def close(self) -> None:
+        self._line()
+
+    def _line(self) -> None:
+        done = f"{self.completed}/{self.total}" if self.total else str(self.completed)
+        elapsed = time.perf_counter() - self._start
+        self._console.print(
+            f"{self.description}: {done} in {elapsed:.0f} s  {_info(self._fields)}".rstrip(),
+            highlight=False,
+            markup=False,
+        )
+
+
+_factory: Callable[[int | None, str], Task] | None = None
 
 
 def progress(total: int | None, description: str) -> Task:
     """A progress bar for `total` units of work (None: unknown)."""
-    return _RichTask(_rich, total, description) if _rich is not None else Task(total, description)
+    return _factory(total, description) if _factory is not None else Task(total, description)
 
 
 @contextlib.contextmanager
 def rich_progress(console: Any) -> Iterator[None]:
-    """Render every `progress()` bar opened inside this block on `console` (stderr)."""
-    global _rich
+    """Render every `progress()` bar opened inside this block on `console` (stderr): live bars on a
+    terminal, plain lines otherwise."""
+    global _factory
+    previous = _factory
+    if not console.is_terminal:
+        _factory = lambda total, description: _LineTask(console, total, description)  # noqa: E731
+        try:
+            yield
+        finally:
+            _factory = previous
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -74,9 +115,9 @@ def rich_progress(console: Any) -> Iterator[None]:
         console=console,
         transient=True,
     )
-    previous, _rich = _rich, bars
+    _factory = lambda total, description: _RichTask(bars, total, description)  # noqa: E731
     try:
         with bars:
             yield
     finally:
-        _rich = previous
+        _factory = previous

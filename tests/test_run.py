@@ -56,8 +56,11 @@ def test_run_records_every_field_and_repeats_exactly(env, smoke_workspace):
     again = json.loads(run("--plugin", "random", "--json").stdout)
     assert again["run"]["synset"]["reused"] is True
     assert again["records"][0]["top1"] == record["top1"]
-    fresh = json.loads(run("--plugin", "random", "--json", "--fresh").stdout)
+    result = run("--plugin", "random", "--json", "--fresh")
+    fresh = json.loads(result.stdout)
     assert fresh["run"]["synset"]["sha256"] == run_doc["synset"]["sha256"]  # same seed, same images
+    # stderr is no terminal here (as under nohup or Slurm): progress comes as plain lines
+    assert "seed 0: convnet_d1_w32_bn: 20/20 in" in result.stderr
     assert fresh["records"][0]["top1"] == record["top1"]
     store = Store.in_folder(env)
     assert len(store.runs(status="complete")) == 3
