@@ -127,13 +127,11 @@ def test_fresh_env_lists_the_new_plugin(fresh_env):
     assert (listed["foo"]["status"], listed["foo"]["distribution"]) == ("ok", "rd3-plugin-foo")
 
 
-@pytest.mark.slow
 def test_fresh_env_passes_the_new_plugins_tests(fresh_env):
     result = call(fresh_env, "-m", "pytest", "rd3-plugin-foo", "-q", "-p", "no:cacheprovider")
     assert "2 passed" in result.stdout
 
 
-@pytest.mark.slow
 def test_fresh_env_runs_the_new_plugin(fresh_env, rd3_settings):
     result = call(
         fresh_env,
