@@ -71,6 +71,18 @@ def uses_global_rng(model: nn.Module) -> bool:
     return False
 
 
+def rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator that dropout on `device` draws from."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state.cpu(), device)
+    else:
+        torch.set_rng_state(state.cpu())
+
+
 def wants_channels_last(model: nn.Module, device: torch.device, setting: bool | None) -> bool:
     """Runtime memory-format choice: on unless CPU GroupNorm (slow in channels_last) is present."""
     if setting is not None:
@@ -150,7 +162,8 @@ class _Student:
         self.optimizer = build_optimizer(spec.optimizer or ev.optimizer, self.model)
         self.scheduler = Scheduler(self.optimizer, spec.schedule or ev.schedule, ev.epochs, steps_per_epoch)
         self.loss_spec, self.precision = ev.loss, ev.precision
-        self.rng_state = torch.get_rng_state() if uses_global_rng(self.model) else None
+        self.device = device
+        self.rng_state = rng_state(device) if uses_global_rng(self.model) else None
         self.ema: nn.Module | None = None
         self.ema_decay = ev.student_ema
         if self.ema_decay is not None:
@@ -165,7 +178,7 @@ class _Student:
 
     def step(self, x: torch.Tensor, targets, epoch: int, step: int) -> None:
         if self.rng_state is not None:
-            torch.set_rng_state(self.rng_state)
+            set_rng_state(self.rng_state, self.device)
         self.scheduler.set(epoch, step)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -180,7 +193,7 @@ class _Student:
         self.loss_sum += loss.detach()
         self.loss_count += 1
         if self.rng_state is not None:
-            self.rng_state = torch.get_rng_state()
+            self.rng_state = rng_state(self.device)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
