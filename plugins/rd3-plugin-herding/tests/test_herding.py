@@ -17,11 +17,6 @@ def selected(smoke_workspace):
     return synthesize_smoke(smoke_workspace, "herding", pool=POOL)
 
 
-@pytest.fixture(scope="module")
-def teacher(smoke_workspace):
-    return smoke_workspace.teacher(smoke_workspace.protocol.teacher).model
-
-
 def test_selects_real_images_of_each_class(selected, smoke_workspace):
     s, real = selected.synset, smoke_workspace.train
     indices = torch.tensor(s.meta["indices"])
@@ -30,13 +25,13 @@ def test_selects_real_images_of_each_class(selected, smoke_workspace):
     assert torch.equal(real.get(indices), s.images)
 
 
-def test_plugin_selection_mean_is_closer_to_class_mean_than_random(selected, smoke_workspace, teacher):
+def test_plugin_selection_mean_is_closer_to_class_mean_than_random(selected, smoke_workspace, smoke_teacher):
     real, gen = smoke_workspace.train, torch.Generator().manual_seed(1)
     s = selected.synset
-    chosen = embed_real(teacher, real, torch.tensor(s.meta["indices"]))
+    chosen = embed_real(smoke_teacher, real, torch.tensor(s.meta["indices"]))
     for c in range(10):
         sample = real.sample_indices(c, POOL, gen)  # an independent estimate of the class mean
-        features = embed_real(teacher, real, sample)
+        features = embed_real(smoke_teacher, real, sample)
         mu = features.mean(0)
         herded = torch.linalg.vector_norm(chosen[s.labels == c].mean(0) - mu)
         draws = torch.stack([torch.randperm(len(sample), generator=gen)[:2] for _ in range(50)])
@@ -44,11 +39,11 @@ def test_plugin_selection_mean_is_closer_to_class_mean_than_random(selected, smo
         assert herded < random.median(), (c, float(herded), float(random.median()))
 
 
-def test_selected_mean_is_closer_to_class_mean_than_random(smoke_workspace, teacher):
+def test_selected_mean_is_closer_to_class_mean_than_random(smoke_workspace, smoke_teacher):
     real, gen = smoke_workspace.train, torch.Generator().manual_seed(0)
     for c in range(3):
         pool = real.sample_indices(c, POOL, gen)
-        features = embed_real(teacher, real, pool)
+        features = embed_real(smoke_teacher, real, pool)
         mu = features.mean(0)
         for k in (2, 10):
             herded = torch.linalg.vector_norm(features[herding(features, k)].mean(0) - mu)

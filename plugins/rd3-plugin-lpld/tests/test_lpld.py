@@ -9,23 +9,8 @@ from rd3_plugin_lpld.statistics import compute_class_statistics
 from rd3_plugin_sre2l.bn import batchnorm_layers
 from torch import nn
 
+from rd3_harness.progress import progress
 from rd3_harness.testing import synthesize_smoke
-
-
-class Silent:
-    """A stand-in for ctx.progress."""
-
-    def __init__(self, total, description):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def advance(self, n=1, **fields):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +38,7 @@ def test_class_statistics_match_direct_computation(smoke_workspace):
     real = smoke_workspace.train
     teacher = smoke_workspace.teacher(smoke_workspace.protocol.teacher).model
     pools = [real.class_indices(c)[:30] for c in range(3)]
-    stats = compute_class_statistics(teacher, real, pools, torch.device("cpu"), Silent)
+    stats = compute_class_statistics(teacher, real, pools, torch.device("cpu"), progress)
     first = batchnorm_layers(teacher)[0]
     seen = []
     handle = first.register_forward_hook(lambda m, args, out: seen.append(args[0]))

@@ -25,6 +25,14 @@ class Matcher:
     def reset(self) -> None:
         """Forget the EMA (at the start of each batch)."""
         self.ema: list[list[torch.Tensor] | None] = [None] * len(self.real.layers)
+        self._class_targets: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+
+    def _class_target(self, i: int, labels: torch.Tensor) -> list[torch.Tensor]:
+        """Layer i's class-conditional targets for this batch's labels, computed once per batch."""
+        cached = self._class_targets.get(i)
+        if cached is None or cached[0] is not labels:
+            cached = self._class_targets[i] = (labels, self.real.class_target(i, labels))
+        return cached[1]
 
     def losses(self, inputs: list[torch.Tensor], labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """One loss per layer from the layers' inputs; convolution layers with `keep[i]` False are
@@ -46,7 +54,7 @@ class Matcher:
             synth = [e + c - c.detach() for e, c in zip(ema, cur)]
             loss = _distance(self.real.target(i), synth)
             if self.category_weight:
-                per_class = _distance(self.real.class_target(i, labels), synth)
+                per_class = _distance(self._class_target(i, labels), synth)
                 loss = (1 - self.category_weight) * loss + self.category_weight * per_class
             out.append(loss)
         return torch.stack(out)

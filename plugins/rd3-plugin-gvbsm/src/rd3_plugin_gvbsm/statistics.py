@@ -5,7 +5,6 @@ patch location, over a batch or per image, and the real-data reference values, c
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from rd3_harness.synthesis import weights_digest
 
 STATS_BATCH = 256
 FORMAT = 1
@@ -78,15 +79,6 @@ def image_stats(x: torch.Tensor, patch: int | None) -> list[torch.Tensor]:
     if patch:
         out += [s.flatten(1) for s in _mean_var(_patches(x, patch), (1, 3, 5))]
     return out
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of a model's state (names, shapes and values)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class RealStats:

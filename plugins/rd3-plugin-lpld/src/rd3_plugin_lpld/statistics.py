@@ -14,6 +14,7 @@ from rd3_plugin_sre2l.bn import BNStatistics, batchnorm_layers
 from torch import nn
 
 from rd3_harness import SynthesisContext
+from rd3_harness.synthesis import weights_digest
 
 STATS_BATCH = 500
 ClassStats = list[tuple[torch.Tensor, torch.Tensor]]
@@ -74,10 +75,7 @@ def compute_class_statistics(
 
 def _digest(ctx: SynthesisContext, teacher: nn.Module, pools: list[torch.Tensor]) -> str:
     """What the statistics depend on: teacher weights, dataset, input space and the images used."""
-    h = hashlib.sha256()
-    for name, tensor in teacher.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    h = hashlib.sha256(weights_digest(teacher).encode())
     probe = ctx.normalize(torch.tensor([0.0, 1.0]).view(1, 1, 2, 1).expand(1, ctx.image_shape[0], 2, 1).to(ctx.device))
     h.update(json.dumps([ctx.dataset, list(ctx.image_shape), probe.flatten().tolist()]).encode())
     for pool in pools:

@@ -59,7 +59,7 @@ def distill(ctx, config: Config) -> tuple[torch.Tensor, torch.Tensor, dict]:
             )
             kept, rejected = cand.lowest(n)
             images.append(stitch(real, kept, ctx.ipc, factor))
-            kept_log += _cells(kept, c, ctx.ipc, factor)
+            kept_log += _cells(kept, ctx.ipc, factor)
             rejected_min.append(float(rejected.ce.min()) if len(rejected.ce) else None)
             bar.advance(ce=float(kept.ce.mean()))
     labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
@@ -67,7 +67,7 @@ def distill(ctx, config: Config) -> tuple[torch.Tensor, torch.Tensor, dict]:
     return torch.cat(images), labels, meta
 
 
-def _cells(kept: Crops, label: int, ipc: int, factor: int) -> list[list[list[float]]]:
+def _cells(kept: Crops, ipc: int, factor: int) -> list[list[list[float]]]:
     """Per output image, its cells in grid order: [source index, top, left, side, cross-entropy]."""
     rows = []
     for j in range(ipc):
