@@ -21,11 +21,13 @@ from rd3_harness.errors import DataMissing, UsageError
 from rd3_harness.files import atomic_write, file_sha256
 from rd3_harness.models import create_model
 from rd3_harness.posteval.augment import Augmenter
+from rd3_harness.posteval.labels import hard_targets
+from rd3_harness.posteval.losses import hard_ce
 from rd3_harness.posteval.optim import Scheduler, build_optimizer
 from rd3_harness.posteval.trainer import accuracy, wants_channels_last
 from rd3_harness.progress import progress
 from rd3_harness.protocol.io import sha256_of
-from rd3_harness.protocol.schema import Dataset, FileTeacher, TorchvisionTeacher, TrainedTeacher
+from rd3_harness.protocol.schema import Dataset, FileTeacher, Protocol, TorchvisionTeacher, TrainedTeacher
 from rd3_harness.seeding import derive_seed, generator
 from rd3_harness.settings import Settings
 
@@ -97,9 +99,6 @@ def train_teacher(
     scheduler = Scheduler(optimizer, recipe.schedule, recipe.epochs, steps)
     fill = train.normalize(torch.zeros(1, train.image_shape[0], 1, 1, device=device)).flatten()
     augmenter = Augmenter(recipe.augmentation, dataset.resolution, fill=fill)
-    from rd3_harness.posteval.labels import hard_targets
-    from rd3_harness.posteval.losses import hard_ce
-
     started = time.perf_counter()
     model.train()
     with progress(recipe.epochs * steps, f"train teacher {spec.architecture}") as bar:
@@ -107,7 +106,7 @@ def train_teacher(
             g = generator("teacher-batches", recipe.seed, epoch)
             for step, (x, y) in enumerate(train.batches(recipe.batch_size, g)):
                 scheduler.set(epoch, step)
-                p = augmenter.draw(len(x), g)
+                p = augmenter.draw(len(x), g).to(device)
                 x = augmenter.mix(augmenter.apply(x, p), p, inplace=True)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -143,6 +142,19 @@ def _into(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> nn.
     except RuntimeError as exc:
         raise UsageError(f"{source}: weights do not fit the architecture: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def protocol_teachers(protocol: Protocol) -> list:
+    """Every teacher a protocol names (evaluation, synthesis, label teachers), each once, in order."""
+    specs = [
+        protocol.teacher,
+        *protocol.synthesis_teachers,
+        *(getattr(protocol.evaluation.labels, "teachers", None) or ()),
+    ]
+    unique: dict[str, Any] = {}
+    for spec in specs:
+        unique.setdefault(sha256_of(spec.model_dump(mode="json")), spec)
+    return list(unique.values())
 
 
 def get_teacher(

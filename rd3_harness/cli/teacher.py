@@ -34,19 +34,14 @@ def train(
 ) -> None:
     """Train (or load from the cache) every teacher the protocol names; print checksums and accuracy."""
     from rd3_harness.runner import open_workspace
-    from rd3_harness.teachers import get_teacher
+    from rd3_harness.teachers import get_teacher, protocol_teachers
 
     s = settings(None, device, download, data_root)
     ws = open_workspace(protocol, s)
     p = ws.protocol
-    specs = [p.teacher, *p.synthesis_teachers, *getattr(p.evaluation.labels, "teachers", ())]
-    rows, seen = [], set()
+    rows = []
     with rich_progress(err):
-        for spec in specs:
-            key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-            if key in seen:
-                continue
-            seen.add(key)
+        for spec in protocol_teachers(p):
             if spec.kind == "trained":
                 t = get_teacher(spec, p.dataset, s, ws.train, ws.test, retrain=retrain)
             else:
@@ -69,12 +64,12 @@ def train(
 def show(protocol: ProtocolOpt = None, as_json: JsonOpt = False) -> None:
     """Where the protocol's trained teachers are cached and whether they exist yet."""
     from rd3_harness.protocol.library import resolve_protocol
-    from rd3_harness.teachers import cache_paths
+    from rd3_harness.teachers import cache_paths, protocol_teachers
 
     p, _ = resolve_protocol(protocol)
     s = settings()
     rows = []
-    for spec in [p.teacher, *p.synthesis_teachers]:
+    for spec in protocol_teachers(p):
         row = {"architecture": spec.architecture, "kind": spec.kind}
         if spec.kind == "trained":
             weights, meta = cache_paths(spec, p.dataset, s)

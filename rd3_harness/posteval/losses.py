@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,8 @@ class Targets:
     logits: torch.Tensor | None = None
     static_a: torch.Tensor | None = None
     static_b: torch.Tensor | None = None
+    _probs: dict[float, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    """Soft targets by temperature, computed once per batch for all the students that share it."""
 
     def shard(self, part: slice) -> Targets:
         """The targets of a contiguous part of the batch (a rank's share)."""
@@ -34,11 +36,15 @@ class Targets:
         )
 
     def soft_probs(self, temperature: float) -> torch.Tensor:
-        if self.logits is not None:
-            return F.softmax(self.logits.float() / temperature, dim=1)
-        pa = F.softmax(self.static_a.float() / temperature, dim=1)
-        pb = F.softmax(self.static_b.float() / temperature, dim=1)
-        return self.lam * pa + (1 - self.lam) * pb
+        if temperature not in self._probs:
+            if self.logits is not None:
+                probs = F.softmax(self.logits.float() / temperature, dim=1)
+            else:
+                pa = F.softmax(self.static_a.float() / temperature, dim=1)
+                pb = F.softmax(self.static_b.float() / temperature, dim=1)
+                probs = self.lam * pa + (1 - self.lam) * pb
+            self._probs[temperature] = probs
+        return self._probs[temperature]
 
     def soft_logits(self) -> torch.Tensor:
         if self.logits is not None:

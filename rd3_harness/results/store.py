@@ -111,7 +111,12 @@ class Store:
 
     def resumable(self, run_key: str) -> Run | None:
         """The latest unfinished run of a command whose process is gone (or that failed)."""
-        candidates = [r for r in self.runs() if r.run_key == run_key and r.state in ("interrupted", "failed")]
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT document FROM runs WHERE status IN ('running', 'failed') ORDER BY created, run_id"
+            ).fetchall()
+        runs = (Run.model_validate_json(r[0]) for r in rows)
+        candidates = [r for r in runs if r.run_key == run_key and r.state in ("interrupted", "failed")]
         return candidates[-1] if candidates else None
 
     def run(self, run_id: str) -> Run:
@@ -134,11 +139,16 @@ class Store:
     def export(self, run_id: str) -> dict:
         """A run and its records as one JSON document (what authors hand to reviewers)."""
         run = self.run(run_id)
-        return {
-            "run": json.loads(run.model_dump_json(by_alias=True)),
-            "records": [json.loads(r.model_dump_json()) for r in self.records(run.run_id)],
-        }
+        return export_document(run, self.records(run.run_id))
 
     def integrity(self) -> str:
         with self._connect() as db:
             return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def export_document(run: Run, records: list[RunRecord]) -> dict:
+    """A run and its records as one JSON document (`rd3h results export`, `rd3h run --json`)."""
+    return {
+        "run": json.loads(run.model_dump_json(by_alias=True)),
+        "records": [json.loads(r.model_dump_json()) for r in records],
+    }
