@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from rd3_harness.data.real import RealData
-from rd3_harness.synthesis import SynthesisContext
+from rd3_harness.synthesis import SynthesisContext, model_maker
 
 SMOKE_PROTOCOL = "cpu/smoke.v1"
 SMOKE_IMAGES_PER_CLASS = 100
@@ -51,7 +51,6 @@ def make_context(
     `teacher`: whether `ctx.teacher`/`ctx.teachers` load the protocol's teachers (as `needs_teacher`).
     `device`: another device than the workspace's moves the real data and the teachers there (e.g. `meta`).
     """
-    from rd3_harness.models import create_model
 
     p = workspace.protocol
     target = torch.device(device) if device is not None else workspace.settings.torch_device
@@ -62,12 +61,6 @@ def make_context(
 
     def on_target(model: nn.Module) -> nn.Module:
         return model if _placed(next(model.parameters(), torch.empty(0)), target) else copy.deepcopy(model).to(target)
-
-    def make_model(name: str) -> nn.Module:
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        return create_model(name, num_classes=workspace.info.num_classes, in_channels=shape[0], resolution=shape[1]).to(
-            target
-        )
 
     workdir.mkdir(parents=True, exist_ok=True)
     return SynthesisContext(
@@ -83,7 +76,7 @@ def make_context(
         cache_dir=cache_dir,
         dataset=p.dataset.name,
         method=method,
-        make_model=make_model,
+        make_model=model_maker(generator, workspace.info.num_classes, shape, target),
         normalize=lambda x: (x - mean.to(x)) / std.to(x),
         denormalize=lambda x: x * std.to(x) + mean.to(x),
         load_teacher=(lambda: on_target(workspace.teacher(p.teacher).model)) if teacher else (lambda: None),

@@ -31,10 +31,6 @@ class World:
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (self.rank < extra))
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def broadcast(self, value: object) -> object:
         """Rank 0's value on every rank (any picklable object)."""
         if not self.distributed:

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rd3_harness import distributed
 from rd3_harness.data.real import RealData
 from rd3_harness.data.registry import DatasetInfo, open_dataset
 from rd3_harness.data.synset import load_synset, save_synset
 from rd3_harness.errors import PluginFailure, Rd3Error, UsageError
-from rd3_harness.models import create_model
 from rd3_harness.plugins import get_plugins
 from rd3_harness.posteval.checkpoint import Checkpoints
 from rd3_harness.posteval.trainer import Engine, StudentResult
@@ -35,12 +33,13 @@ from rd3_harness.results.record import (
     SynsetRef,
     SynthesisCost,
     environment,
+    nan_to_none,
     now,
     summarize_records,
 )
 from rd3_harness.results.store import Store
 from rd3_harness.settings import Settings
-from rd3_harness.synthesis import MethodInfo, SynthesisContext, SyntheticSet, parse_config
+from rd3_harness.synthesis import MethodInfo, SynthesisContext, SyntheticSet, model_maker, parse_config
 from rd3_harness.teachers import LoadedTeacher, get_teacher
 
 
@@ -142,6 +141,22 @@ class Synthesized:
     folder: Path
     reused: bool
 
+    @property
+    def config_hash(self) -> str:
+        """The method config's hash (sets made elsewhere may lack it in their manifest)."""
+        m = self.manifest
+        return m["config_hash"] if "config_hash" in m else sha256_of(m.get("config", {}))
+
+
+def given_set(
+    synset: SyntheticSet, manifest: dict[str, Any], folder: Path, name: str | None = None
+) -> tuple[Synthesized, PluginRef]:
+    """A set made elsewhere (an rd3h folder, or an imported ImageFolder) as the input of `evaluate`,
+    with the plugin it names (`name` overrides the manifest's method)."""
+    method = name or manifest.get("method", "external")
+    plugin = PluginRef(name=method, version=str(manifest.get("plugin_version", "external")))
+    return Synthesized(synset, manifest, folder, reused=True), plugin
+
 
 def synthesize(
     ws: Workspace, method: str, overrides: dict[str, Any] | None = None, *, reuse: bool = True
@@ -167,10 +182,6 @@ def synthesize(
     gen = torch.Generator().manual_seed(p.synthesis_seed)
     shape = ws.test.image_shape
 
-    def make_model(name: str) -> nn.Module:
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
-        return create_model(name, num_classes=ws.info.num_classes, in_channels=shape[0], resolution=shape[1]).to(device)
-
     workdir = folder / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = SynthesisContext(
@@ -186,7 +197,7 @@ def synthesize(
         cache_dir=ws.settings.home / "cache" / method,
         dataset=p.dataset.name,
         method=method,
-        make_model=make_model,
+        make_model=model_maker(gen, ws.info.num_classes, shape, device),
         normalize=ws.test.normalize,
         denormalize=ws.test.denormalize,
         load_teacher=(lambda: ws.teacher(p.teacher).model) if info.needs_teacher else (lambda: None),
@@ -223,7 +234,6 @@ def synthesize(
 class RunOutcome:
     run: Run
     records: list[RunRecord]
-    synset_folder: Path | None
 
 
 def new_run_id(method: str) -> str:
@@ -262,7 +272,7 @@ def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, sou
         protocol_source=source or ws.source,
         plugin=plugin,
         method_config=m.get("config", {}),
-        method_config_hash=m.get("config_hash", sha256_of(m.get("config", {}))),
+        method_config_hash=synth.config_hash,
         synset=SynsetRef(
             sha256=m["sha256"],
             path=str(synth.folder),
@@ -294,7 +304,7 @@ def evaluate(
     device = settings.torch_device
     _check_fits(ws, synth)
     m = synth.manifest
-    key = run_key(ws.hash, plugin, m.get("config_hash", sha256_of(m.get("config", {}))), m["sha256"])
+    key = run_key(ws.hash, plugin, synth.config_hash, m["sha256"])
     world = distributed.world()
     previous = store.resumable(key) if settings.resume and world.main else None
     if previous is not None:
@@ -350,7 +360,7 @@ def evaluate(
     if world.main:
         store.put_run(run)
         shutil.rmtree(folder, ignore_errors=True)
-    return RunOutcome(run, records, synth.folder)
+    return RunOutcome(run, records)
 
 
 def _record(run: Run, r: StudentResult, device: str) -> RunRecord:
@@ -375,7 +385,7 @@ def _record(run: Run, r: StudentResult, device: str) -> RunRecord:
         epochs=r.epochs,
         steps=r.steps,
         images_seen=r.images_seen,
-        final_loss=None if r.final_loss != r.final_loss else r.final_loss,
+        final_loss=nan_to_none(r.final_loss),
         train_wall_s=r.train_wall_s,
         eval_wall_s=r.eval_wall_s,
         synthesis_wall_s=run.synthesis.wall_s if run.synthesis else 0.0,

@@ -131,6 +131,20 @@ class SynthesisContext:
         return torch.maximum(torch.minimum(x, hi), lo)
 
 
+def model_maker(
+    generator: torch.Generator, num_classes: int, image_shape: tuple[int, int, int], device: torch.device
+) -> Callable[[str], nn.Module]:
+    """`ctx.make_model`: a fresh model by registry name, initialised from a seed drawn from `generator`."""
+    from rd3_harness.models import create_model
+
+    def make_model(name: str) -> nn.Module:
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        model = create_model(name, num_classes=num_classes, in_channels=image_shape[0], resolution=image_shape[1])
+        return model.to(device)
+
+    return make_model
+
+
 def weights_digest(model: nn.Module) -> str:
     """sha256 of every parameter and buffer of a model, in order."""
     h = hashlib.sha256()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +28,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from rd3_harness.analysis.leaderboard import ABLATION_SOURCE
 from rd3_harness.errors import Rd3Error, UsageError
-from rd3_harness.protocol.diff import MISSING, Change, diff_settings
+from rd3_harness.protocol.diff import Change, diff_settings, plain
 from rd3_harness.protocol.io import protocol_hash, short_hash
 from rd3_harness.protocol.schema import METADATA, Protocol
+from rd3_harness.results.record import nan_to_none, now
 from rd3_harness.results.stats import summarize
 
 KeyPath = tuple[str | int, ...]
@@ -111,7 +112,6 @@ class Step:
 
 @dataclass
 class Plan:
-    source: Protocol
     target: Protocol
     student: str
     steps: list[Step]
@@ -206,9 +206,8 @@ def plan(a: Protocol, b: Protocol, student: str | None = None) -> Plan:
         )
         steps.append(Step(len(steps), keys, label, applied, _with_metadata(current, **meta)))
         i += len(taken)
-    steps[0].protocol = _with_metadata(start, **{k: getattr(a, k) for k in METADATA})
     narrowed = len(a.evaluation.students) > 1 or len(b.evaluation.students) > 1
-    return Plan(first, last, name, steps, narrowed)
+    return Plan(last, name, steps, narrowed)
 
 
 @dataclass
@@ -265,13 +264,13 @@ class Ablation:
                     "index": r.step.index,
                     "label": r.step.label,
                     "groups": list(r.step.groups),
-                    "changes": [{"path": c.path, "from": _plain(c.old), "to": _plain(c.new)} for c in r.step.changes],
+                    "changes": [{"path": c.path, "from": plain(c.old), "to": plain(c.new)} for c in r.step.changes],
                     "protocol_hash": r.step.hash,
                     "run_id": r.run_id,
                     "reused": r.reused,
                     "values": {str(k): v for k, v in r.values.items()},
                     "mean": r.mean,
-                    "std": None if r.std != r.std else r.std,
+                    "std": nan_to_none(r.std),
                     "delta": r.delta,
                 }
                 for r in self.results
@@ -286,10 +285,6 @@ class Ablation:
             f"{short_hash(p.steps[0].hash)}-{short_hash(p.steps[-1].hash)}-{self.method}-"
             f"{self.synset_sha256[:8]}-{p.student}"
         )
-
-
-def _plain(value: Any) -> Any:
-    return "<absent>" if value is MISSING else value
 
 
 def run_ablation(
@@ -359,11 +354,7 @@ def ablate(
     else:
         if config:
             raise UsageError("--config applies to --plugin only")
-        if not (synset_dir / "manifest.json").is_file():
-            raise UsageError(f"{synset_dir}: not a synthetic set made by rd3h (no manifest.json)")
-        data, manifest = load_synset(synset_dir)
-        synth = runner.Synthesized(data, manifest, synset_dir, reused=True)
-        ref = PluginRef(name=manifest.get("method", "external"), version=str(manifest.get("plugin_version", "?")))
+        synth, ref = runner.given_set(*load_synset(synset_dir), synset_dir)
     sha = synth.manifest["sha256"]
     store = Store.in_folder(settings.out)
     total = len(steps_plan.steps) - 1
@@ -375,7 +366,7 @@ def ablate(
                 return found[0], True, found[1]
         step_ws = copy.copy(ws)  # shares the opened data and the loaded teachers
         step_ws.protocol = step.protocol
-        source = f"rd3h ablate {a.name} -> {b.name}, step {step.index}/{total}: {step.label}"
+        source = f"{ABLATION_SOURCE}{a.name} -> {b.name}, step {step.index}/{total}: {step.label}"
         outcome = runner.evaluate(step_ws, synth, plugin=ref, store=store, source=source)
         values = {r.seed: r.top1 for r in outcome.records if r.student == steps_plan.student}
         return outcome.run.run_id, False, values
@@ -389,6 +380,6 @@ def save(ablation: Ablation, folder: Path) -> Path:
     """Write the ablation's JSON under `folder` (what `rd3h report` draws)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{ablation.file_stem()}.json"
-    data = {**ablation.as_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    data = {**ablation.as_dict(), "created": now()}
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path

@@ -5,13 +5,12 @@ t-test against the best entry, time-to-synthesize and storage."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rd3_harness.errors import UsageError
 from rd3_harness.protocol.io import short_hash
-from rd3_harness.results.record import Run, RunRecord
+from rd3_harness.results.record import Run, RunRecord, nan_to_none
 from rd3_harness.results.stats import summarize, welch_t_test
 
 BASELINE = "random"
@@ -21,10 +20,6 @@ ABLATION_SOURCE = "rd3h ablate "
 
 class MixedProtocols(UsageError):
     """Records of more than one protocol hash were offered to one table."""
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else value
 
 
 @dataclass
@@ -79,9 +74,9 @@ def _entry(run: Run, records: list[RunRecord]) -> Entry:
         seeds=[r.seed for r in records],
         values=values,
         mean=s.mean,
-        std=_none_if_nan(s.std),
-        ci95_low=_none_if_nan(s.ci95_low),
-        ci95_high=_none_if_nan(s.ci95_high),
+        std=nan_to_none(s.std),
+        ci95_low=nan_to_none(s.ci95_low),
+        ci95_high=nan_to_none(s.ci95_high),
         test_set_selection=any(r.test_set_selection for r in records),
         synthesis_wall_s=run.synthesis.wall_s if run.synthesis else None,
         storage_bytes=run.synset.storage_bytes if run.synset else None,
@@ -120,18 +115,16 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
         if baseline is not None:
             e.gain_over_random = e.mean - baseline.mean
         if e is not best:
-            e.p_vs_best = _none_if_nan(welch_t_test(e.values, best.values)[2])
+            e.p_vs_best = nan_to_none(welch_t_test(e.values, best.values)[2])
     return result
 
 
-def boards(
-    store, protocol_hash: str | None = None, student: str | None = None, *, ablation_runs: bool = False
-) -> list[Board]:
+def boards(store, protocol_hash: str | None = None, student: str | None = None) -> list[Board]:
     """Every table of the store (or of one protocol hash), one per hash and student."""
     runs = [
         r
         for r in store.runs(protocol_hash=protocol_hash, status="complete")
-        if ablation_runs or not r.protocol_source.startswith(ABLATION_SOURCE)
+        if not r.protocol_source.startswith(ABLATION_SOURCE)
     ]
     by_hash: dict[str, list[Run]] = {}
     for run in runs:
@@ -156,8 +149,11 @@ def resolve_hash(store, ref: str) -> str:
         protocol, _ = resolve_protocol(ref, check=False)
         return protocol_hash(protocol)
     except UsageError:
-        matches = {r.protocol_hash for r in store.runs() if r.protocol_hash.startswith(ref.lower())}
-        if len(ref) >= 6 and len(matches) == 1:
+        prefix = ref.lower()
+        if len(prefix) < 6 or prefix.strip("0123456789abcdef"):
+            raise
+        matches = {r.protocol_hash for r in store.runs() if r.protocol_hash.startswith(prefix)}
+        if len(matches) == 1:
             return matches.pop()
         raise
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rd3_harness.errors import ProtocolError, UsageError
-from rd3_harness.protocol.diff import MISSING, Change, diff_settings
+from rd3_harness.protocol.diff import Change, diff_settings, plain, value_text
 from rd3_harness.protocol.io import parse_protocol, protocol_hash, short_hash
 from rd3_harness.protocol.schema import Protocol
 from rd3_harness.results.record import Run, RunRecord, summarize_records
@@ -50,7 +50,7 @@ class Verdict:
             "headline": self.headline,
             "checks": [c.__dict__ for c in self.checks],
             "protocol_diff": [
-                {"path": c.path, "named": _plain(c.old), "record": _plain(c.new)} for c in self.protocol_diff
+                {"path": c.path, "named": plain(c.old), "record": plain(c.new)} for c in self.protocol_diff
             ],
             "notes": self.notes,
         }
@@ -62,18 +62,11 @@ class Verdict:
         lines += [f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
         if self.protocol_diff:
             lines.append(f"  the named protocol differs from the record's in {len(self.protocol_diff)} setting(s):")
-            lines += [f"    {c.path}: named {_fmt(c.old)}, record {_fmt(c.new)}" for c in self.protocol_diff]
+            lines += [
+                f"    {c.path}: named {value_text(c.old)}, record {value_text(c.new)}" for c in self.protocol_diff
+            ]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def _plain(value: Any) -> Any:
-    return "<absent>" if value is MISSING else value
-
-
-def _fmt(value: Any) -> str:
-    value = _plain(value)
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def read_export(path: Path) -> dict[str, Any]:

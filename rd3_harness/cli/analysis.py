@@ -44,6 +44,7 @@ def ablate(
     synthetic set) are reused. The attribution is saved under OUT/ablations/ for `rd3h report`.
     """
     from rd3_harness.analysis import ablate as ab
+    from rd3_harness.analysis.report import ABLATIONS
     from rd3_harness.progress import rich_progress
 
     s = settings(out_dir, device)
@@ -58,7 +59,7 @@ def ablate(
             student=student,
             reuse=not fresh,
         )
-    saved = ab.save(result, s.out / "ablations")
+    saved = ab.save(result, s.out / ABLATIONS)
     data = result.as_dict()
     if chart is not None:
         from rd3_harness.analysis.report import ablation_figure

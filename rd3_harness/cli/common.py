@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from rd3_harness.errors import UsageError
+from rd3_harness.protocol.library import DEFAULT_PROTOCOL
 from rd3_harness.settings import Settings
 
 err = Console(stderr=True, soft_wrap=True)
@@ -19,7 +20,7 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 ProtocolArg = Annotated[str, typer.Argument(help="Protocol file, or registered name (see `rd3h protocol list`).")]
 ProtocolOpt = Annotated[
     str | None,
-    typer.Option("--protocol", "-p", help="Protocol file or registered name (default: cpu/fmnist-ipc10.v1)."),
+    typer.Option("--protocol", "-p", help=f"Protocol file or registered name (default: {DEFAULT_PROTOCOL})."),
 ]
 OutOpt = Annotated[
     Path | None,

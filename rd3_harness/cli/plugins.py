@@ -69,7 +69,7 @@ def info(name: Annotated[str, typer.Argument(help="Plugin name.")], as_json: Jso
             needs_real_data=m.needs_real_data,
             config={
                 k: {
-                    "default": f.default if f.default is not None else None,
+                    "default": f.default,
                     "type": getattr(f.annotation, "__name__", str(f.annotation)),
                     "description": f.description,
                 }

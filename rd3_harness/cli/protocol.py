@@ -12,7 +12,7 @@ from rich.table import Table
 from rd3_harness.cli.common import JsonOpt, ProtocolArg, err, out, print_json
 from rd3_harness.errors import ProtocolError, UsageError
 from rd3_harness.protocol import diff_metadata, diff_settings, dump_yaml, protocol_hash, short_hash
-from rd3_harness.protocol.diff import MISSING
+from rd3_harness.protocol.diff import plain, value_text
 from rd3_harness.protocol.library import registered_protocols, resolve_protocol
 from rd3_harness.protocol.schema import Protocol
 
@@ -121,15 +121,6 @@ def hash_(
             out.print(f"{r['hash']}  {r['protocol']}", markup=False, highlight=False)
 
 
-def _plain(value):
-    return "<absent>" if value is MISSING else value
-
-
-def _fmt(value) -> str:
-    value = _plain(value)
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 @app.command()
 def diff(a: ProtocolArg, b: ProtocolArg, as_json: JsonOpt = False) -> None:
     """Every setting that differs between two protocols."""
@@ -143,7 +134,7 @@ def diff(a: ProtocolArg, b: ProtocolArg, as_json: JsonOpt = False) -> None:
                 "a": {"protocol": a, "hash": ha},
                 "b": {"protocol": b, "hash": hb},
                 "identical_settings": not changes,
-                "settings": [{"path": c.path, "a": _plain(c.old), "b": _plain(c.new)} for c in changes],
+                "settings": [{"path": c.path, "a": plain(c.old), "b": plain(c.new)} for c in changes],
                 "metadata": [{"path": c.path, "a": c.old, "b": c.new} for c in meta],
             }
         )
@@ -155,7 +146,7 @@ def diff(a: ProtocolArg, b: ProtocolArg, as_json: JsonOpt = False) -> None:
         return
     table = Table("setting", a, b, title=f"{len(changes)} setting(s) differ", box=None)
     for c in changes:
-        table.add_row(c.path, _fmt(c.old), _fmt(c.new))
+        table.add_row(c.path, value_text(c.old), value_text(c.new))
     out.print(table)
     err.print(f"a sha256:{short_hash(ha)}  b sha256:{short_hash(hb)}", highlight=False)
 

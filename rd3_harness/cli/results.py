@@ -14,7 +14,7 @@ from rich.table import Table
 from rd3_harness.cli.common import JsonOpt, OutOpt, out, pct, print_json, settings
 from rd3_harness.errors import UsageError
 from rd3_harness.protocol import short_hash
-from rd3_harness.results.store import STORE_NAME, Store
+from rd3_harness.results.store import STORE_NAME, Store, export_document
 
 app = typer.Typer(help="Stored results.", no_args_is_help=True)
 RunArg = Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")]
@@ -112,7 +112,7 @@ def export(
     """Export a run (json: run + records, the file reviewers verify) or records as CSV."""
     store = open_store(out_dir)
     if fmt == "json":
-        data = store.export(run_id) if run_id else [store.export(r.run_id) for r in store.runs()]
+        data = store.export(run_id) if run_id else [export_document(r, store.records(r.run_id)) for r in store.runs()]
         print_json(data)
     elif fmt == "csv":
         records = store.records(store.run(run_id).run_id) if run_id else store.records()

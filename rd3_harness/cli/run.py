@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -57,15 +56,12 @@ def _config(pairs: list[str] | None, file: Path | None) -> dict:
     return config
 
 
-def print_run(outcome, as_json: bool) -> None:
+def print_run(outcome, out_folder: Path, as_json: bool) -> None:
+    from rd3_harness.results.store import export_document
+
     run = outcome.run
     if as_json:
-        print_json(
-            {
-                "run": json.loads(run.model_dump_json(by_alias=True)),
-                "records": [json.loads(r.model_dump_json()) for r in outcome.records],
-            }
-        )
+        print_json(export_document(run, outcome.records))
         return
     synth = run.synthesis
     title = f"{run.plugin.name} under {run.protocol_name}  sha256:{short_hash(run.protocol_hash)}"
@@ -83,7 +79,7 @@ def print_run(outcome, as_json: bool) -> None:
     reused = " (cached set reused)" if run.synset and run.synset.reused else ""
     err.print(
         f"time-to-synthesize {synth_text}{reused}; storage {run.synset.storage_bytes} bytes; "
-        f"run {run.run_id} in {outcome.synset_folder.parent.parent if outcome.synset_folder else ''}",
+        f"run {run.run_id} in {out_folder}",
         highlight=False,
     )
 
@@ -125,7 +121,7 @@ def run(
         raise
     distributed.shutdown()
     if world.main:
-        print_run(outcome, as_json)
+        print_run(outcome, s.out, as_json)
 
 
 def synthesize(
@@ -176,7 +172,6 @@ def evaluate(
     """Evaluate a synthetic set made elsewhere under the protocol and record it."""
     from rd3_harness import runner
     from rd3_harness.data.synset import import_image_folder, is_image_folder, load_synset, save_synset
-    from rd3_harness.results.record import PluginRef
     from rd3_harness.results.store import Store
 
     if not synset.is_dir():
@@ -212,12 +207,9 @@ def evaluate(
             )
         else:
             raise UsageError(f"{synset}: neither an rd3h synthetic set (manifest.json) nor an ImageFolder")
-        method = name or manifest.get("method", "external")
-        plugin = PluginRef(name=method, version=str(manifest.get("plugin_version", "external")))
-        outcome = runner.evaluate(
-            ws, runner.Synthesized(data, manifest, folder, reused=True), plugin=plugin, store=Store.in_folder(s.out)
-        )
-    print_run(outcome, as_json)
+        synth, plugin = runner.given_set(data, manifest, folder, name)
+        outcome = runner.evaluate(ws, synth, plugin=plugin, store=Store.in_folder(s.out))
+    print_run(outcome, s.out, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,6 @@ class ModelEntry:
     name: str
     factory: Callable[..., nn.Module]
     description: str = ""
-    source: str = ""
 
 
 class ChannelRepeat(nn.Module):

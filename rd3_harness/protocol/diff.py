@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,17 @@ from rd3_harness.protocol.io import settings
 from rd3_harness.protocol.schema import METADATA, Protocol
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<absent>"})()
+
+
+def plain(value: Any) -> Any:
+    """A setting's value for display and JSON: `MISSING` becomes "<absent>"."""
+    return "<absent>" if value is MISSING else value
+
+
+def value_text(value: Any) -> str:
+    """A setting's value as one line of text (strings bare, everything else as JSON)."""
+    value = plain(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

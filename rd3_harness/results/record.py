@@ -176,7 +176,7 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _nan_to_none(v: float) -> float | None:
+def nan_to_none(v: float) -> float | None:
     return None if v is None or math.isnan(v) else v
 
 
@@ -192,9 +192,9 @@ def summarize_records(records: list[RunRecord]) -> list[StudentSummary]:
                 student=student,
                 n=s.n,
                 mean=s.mean,
-                std=_nan_to_none(s.std),
-                ci95_low=_nan_to_none(s.ci95_low),
-                ci95_high=_nan_to_none(s.ci95_high),
+                std=nan_to_none(s.std),
+                ci95_low=nan_to_none(s.ci95_low),
+                ci95_high=nan_to_none(s.ci95_high),
                 top5_mean=sum(top5) / len(top5) if top5 else None,
                 seeds=[r.seed for r in rs],
                 test_set_selection=any(r.test_set_selection for r in rs),

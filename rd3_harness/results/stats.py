@@ -7,7 +7,7 @@ the core needs no SciPy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -65,9 +65,6 @@ class Summary:
     """Sample standard deviation (ddof=1); NaN for one value."""
     ci95_low: float
     ci95_high: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def summarize(values: list[float]) -> Summary:
