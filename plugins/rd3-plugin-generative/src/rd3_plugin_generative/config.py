@@ -45,14 +45,14 @@ class GeneratorConfig(BaseModel, frozen=True, extra="forbid"):
     ae_channels: tuple[int, ...] | None = Field(
         None, description="AutoencoderKL block widths (latents are 2^(len-1) times smaller); None: the resolution's preset"
     )
-    ae_steps: int = Field(700, ge=1, description="autoencoder training steps")
+    ae_steps: int = Field(600, ge=1, description="autoencoder training steps")
     ae_batch_size: int = Field(64, ge=1, description="autoencoder batch size")
     ae_lr: float = Field(2e-3, gt=0, description="autoencoder AdamW learning rate (one-cycle)")
     ae_kl_weight: float = Field(1e-6, ge=0, description="KL weight of the autoencoder loss (SD's VAE: 1e-6)")
     unet_channels: tuple[int, ...] | None = Field(
         None, description="UNet2DModel block widths (last level with attention); None: the resolution's preset"
     )
-    unet_steps: int = Field(3000, ge=1, description="denoiser training steps")
+    unet_steps: int = Field(3500, ge=1, description="denoiser training steps")
     unet_batch_size: int = Field(128, ge=1, description="denoiser batch size")
     unet_lr: float = Field(2e-3, gt=0, description="denoiser AdamW learning rate (one-cycle)")
     class_dropout: float = Field(0.1, ge=0, le=1, description="labels replaced by the null class (for guidance)")

@@ -248,7 +248,15 @@ def cache_key(dataset: str, real, fields: dict) -> tuple[str, dict]:
 
 
 def _one_cycle(opt, lr: float, steps: int):
-    return torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=min(0.05, 1 / steps) if steps > 1 else 0.5)
+    """Linear warm-up over the first 5 % of the steps (at least one), then cosine decay to 0."""
+    warm = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def train(real, num_classes: int, fields: dict, device: torch.device, progress: Callable) -> LatentDiffusion:
