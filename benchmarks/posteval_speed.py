@@ -22,14 +22,15 @@ import torchvision.transforms as T
 from PIL import Image
 
 from rd3_harness.models import create_model
-from rd3_harness.posteval.augment import Augmenter
-from rd3_harness.posteval.labels import TeacherEnsemble
-from rd3_harness.posteval.losses import Targets, compute_loss
-from rd3_harness.posteval.optim import build_optimizer
-from rd3_harness.posteval.trainer import Engine
+from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol.schema import Augmentation, CutMix, Protocol, RandomResizedCrop
-from rd3_harness.runner import open_workspace
 from rd3_harness.settings import Settings
+from rd3_harness.training.augment import Augmenter
+from rd3_harness.training.labels import TeacherEnsemble
+from rd3_harness.training.losses import Targets, compute_loss
+from rd3_harness.training.optim import build_optimizer
+from rd3_harness.training.trainer import Engine
+from rd3_harness.workspace import open_workspace
 
 
 def variant(protocol: Protocol, **evaluation) -> Protocol:
@@ -48,7 +49,15 @@ def engine_rate(ws, images, labels, teacher, epochs: int, precision: str, channe
     p = variant(ws.protocol, epochs=epochs, seeds=[0], precision=precision)
     tiny_test = ws.test.subset(torch.arange(10))
     engine = Engine(
-        p, images, labels, [teacher], tiny_test, device=ws.train.device, fill=ws.fill(), channels_last=channels_last
+        p,
+        images,
+        labels,
+        [teacher],
+        tiny_test,
+        models=ws.registries.models,
+        device=ws.train.device,
+        fill=ws.fill(),
+        channels_last=channels_last,
     )
     (result,) = engine.run()
     return result.images_seen / result.train_wall_s
@@ -104,7 +113,11 @@ def per_sample_rate(ws, images, labels, teacher, epochs: int, workers: int) -> f
     )
     torch.manual_seed(0)
     student = create_model(
-        ev.students[0].architecture, num_classes=10, in_channels=images.shape[1], resolution=images.shape[-1]
+        get_plugins().registries.models,
+        ev.students[0].architecture,
+        num_classes=10,
+        in_channels=images.shape[1],
+        resolution=images.shape[-1],
     )
     optimizer = build_optimizer(ev.optimizer, student)
     teacher.eval()
@@ -127,7 +140,11 @@ def floor_rate(ws, images, labels, teacher, epochs: int, precision: str, channel
     ev = ws.protocol.evaluation
     torch.manual_seed(0)
     student = create_model(
-        ev.students[0].architecture, num_classes=10, in_channels=images.shape[1], resolution=images.shape[-1]
+        get_plugins().registries.models,
+        ev.students[0].architecture,
+        num_classes=10,
+        in_channels=images.shape[1],
+        resolution=images.shape[-1],
     )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     student = student.to(memory_format=fmt)
@@ -178,7 +195,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    ws = open_workspace(args.protocol, Settings(device="cpu"))
+    ws = open_workspace(get_plugins().registries, args.protocol, Settings(device="cpu"))
     images, labels = synthetic_set(ws)
     teacher = ws.teacher(ws.protocol.teacher).model
     e = args.epochs

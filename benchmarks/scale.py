@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from rd3_harness.posteval.labels import TeacherEnsemble
-from rd3_harness.posteval.trainer import Engine
+from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol.library import protocol_path
 from rd3_harness.protocol.schema import Protocol
-from rd3_harness.runner import open_workspace
 from rd3_harness.settings import Settings
+from rd3_harness.training.labels import TeacherEnsemble
+from rd3_harness.training.trainer import Engine
+from rd3_harness.workspace import open_workspace
 
 
 def free_port() -> str:
@@ -63,7 +64,7 @@ def reuse(protocol: Protocol, source: Path, epochs: int, shared: bool) -> dict:
     students = ["convnet_d3_w32_bn", "convnet_d2_w32_bn", "convnet_d4_w32_bn"]
     data["evaluation"].update(epochs=epochs, seeds=[0], students=[{"architecture": a} for a in students])
     p = Protocol.model_validate(data)
-    ws = open_workspace(source, Settings(device="cpu"))
+    ws = open_workspace(get_plugins().registries, source, Settings(device="cpu"))
     g = torch.Generator().manual_seed(0)
     idx = torch.cat([ws.train.sample_indices(c, p.ipc, g) for c in range(10)])
     engine = Engine(
@@ -72,6 +73,7 @@ def reuse(protocol: Protocol, source: Path, epochs: int, shared: bool) -> dict:
         ws.train.labels[idx],
         [ws.teacher(p.teacher).model],
         ws.test.subset(torch.arange(10)),
+        models=ws.registries.models,
         device=torch.device("cpu"),
         teacher_reuse=shared,
     )
@@ -93,7 +95,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    source = protocol_path(args.protocol)
+    source = protocol_path(get_plugins().registries, args.protocol)
     data = yaml.safe_load(source.read_text())
     data["evaluation"].update(epochs=args.epochs, seeds=[0])
     protocol = Protocol.model_validate(data)

@@ -1,12 +1,7 @@
 """rd3-harness: fair, reproducible evaluation of decoupled dataset distillation.
 
-The public plugin API is re-exported here; see ARCHITECTURE and CONTRIBUTING for the contract.
+The public plugin API (`rd3_harness.api`) is re-exported here and loaded on first use; see
+CONTRIBUTING.md, "The public plugin API". Everything else is internal.
 """
 
-__version__ = "0.1.0"
-
-from rd3_harness.errors import UsageError  # noqa: E402
-from rd3_harness.hookspecs import hookimpl  # noqa: E402
-from rd3_harness.synthesis import MethodInfo, SynthesisContext, SyntheticSet  # noqa: E402
-
-__all__ = ["MethodInfo", "SynthesisContext", "SyntheticSet", "UsageError", "__version__", "hookimpl"]
+from rd3_harness.api import __all__, __dir__, __getattr__, __version__  # noqa: F401

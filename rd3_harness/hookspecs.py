@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from rd3_harness.synthesis import MethodInfo, SynthesisContext, SyntheticSet
+    from rd3_harness.contract import MethodInfo, SynthesisContext, SyntheticSet
 
 hookspec = pluggy.HookspecMarker("rd3_harness")
 hookimpl = pluggy.HookimplMarker("rd3_harness")

@@ -1,4 +1,6 @@
-"""The plugin manager: built-in default plugins plus entry points of group `rd3_harness`.
+"""The plugin manager (composition layer): built-in default plugins plus entry points of group
+`rd3_harness`. It is the only code that calls hooks; it fills the `Registries` containers that
+the layers below are handed.
 
 Each plugin is loaded in isolation: one that fails to import, has a hookimpl that does not match
 its spec, or describes itself wrongly is recorded as broken with its error and never breaks the
@@ -20,11 +22,14 @@ from typing import Any
 import pluggy
 
 from rd3_harness import hookspecs
+from rd3_harness.contract import MethodInfo
 from rd3_harness.errors import UsageError
+from rd3_harness.registry import DatasetInfo, ModelEntry, Registries
+from rd3_harness.version import __version__
 
 ENTRY_POINT_GROUP = "rd3_harness"
 LOAD_ENV = "RD3_LOAD_PLUGINS"
-GUARD = "rd3_harness.guard"
+GUARD = "rd3_harness.synthesis"
 DEFAULT_PLUGINS = {
     "random": "rd3_harness.default_plugins.random_real",
     "core-datasets": "rd3_harness.default_plugins.datasets",
@@ -45,7 +50,7 @@ class PluginRecord:
     hooks: tuple[str, ...] = ()
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-    method: Any = None  # MethodInfo for method plugins
+    method: MethodInfo | None = None
 
     @property
     def status(self) -> str:
@@ -77,11 +82,8 @@ class Plugins:
     """A loaded set of plugins and the registries they feed."""
 
     def __init__(self, allowed: set[str] | None = None, entry_points: bool = True):
-        from rd3_harness import __version__
-
         self.pm = pluggy.PluginManager("rd3_harness")
         self.pm.add_hookspecs(hookspecs)
-        self.pm.register(importlib.import_module(GUARD), name=GUARD)
         self.records: dict[str, PluginRecord] = {}
         for name, module in DEFAULT_PLUGINS.items():
             record = PluginRecord(name, module, __version__, "rd3-harness", builtin=True)
@@ -101,8 +103,7 @@ class Plugins:
         as an installed one; returns its record (see `.error`)."""
         record = PluginRecord(name, getattr(plugin, "__name__", type(plugin).__name__), version, None, builtin=False)
         self._add(record, lambda: plugin)
-        for cached in ("datasets", "models", "protocols"):
-            self.__dict__.pop(cached, None)
+        self.__dict__.pop("registries", None)
         return record
 
     def _add(self, record: PluginRecord, load: Callable[[], ModuleType]) -> None:
@@ -137,8 +138,6 @@ class Plugins:
         return next((i for i in impls if i.plugin_name == plugin and not i.wrapper), None)
 
     def _check_method(self, record: PluginRecord) -> str | None:
-        from rd3_harness.synthesis import MethodInfo
-
         has_synth, has_info = "synthesize" in record.hooks, "method_info" in record.hooks
         if has_synth and not has_info:
             return "implements synthesize but not method_info: add `@hookimpl def method_info() -> MethodInfo`"
@@ -187,21 +186,23 @@ class Plugins:
         return found
 
     @cached_property
-    def datasets(self) -> dict[str, Any]:
-        return self._collect("register_datasets", "dataset", lambda d: d.name, lambda info: info)
+    def registries(self) -> Registries:
+        """What the plugins registered: datasets, architectures and protocol files, by name."""
 
-    @cached_property
-    def models(self) -> dict[str, Any]:
-        from rd3_harness.models import ModelEntry
+        def dataset(info: DatasetInfo) -> DatasetInfo:
+            if not isinstance(info, DatasetInfo):
+                raise TypeError(f"register() takes a DatasetInfo, not {type(info).__name__}")
+            return info
 
-        def make(name: str, factory: Callable, description: str = "") -> ModelEntry:
+        def model(name: str, factory: Callable, description: str = "") -> ModelEntry:
             return ModelEntry(name, factory, description)
 
-        return self._collect("register_models", "model", lambda e: e.name, make)
-
-    @cached_property
-    def protocols(self) -> dict[str, Path]:
-        return dict(self._collect("register_protocols", "protocol", lambda p: p[0], lambda n, p: (n, Path(p))).values())
+        protocols = self._collect("register_protocols", "protocol", lambda p: p[0], lambda n, p: (n, Path(p)))
+        return Registries(
+            datasets=self._collect("register_datasets", "dataset", lambda d: d.name, dataset),
+            models=self._collect("register_models", "model", lambda e: e.name, model),
+            protocols=dict(protocols.values()),
+        )
 
     def methods(self) -> dict[str, PluginRecord]:
         return {n: r for n, r in self.records.items() if r.method is not None and not r.error}
@@ -221,6 +222,8 @@ class Plugins:
     def synthesize_caller(self, name: str) -> Any:
         """The `synthesize` hook restricted to one method plugin (plus the core guard)."""
         self.method(name)
+        if self.pm.get_plugin(GUARD) is None:  # registered on first use: the guard needs torch
+            self.pm.register(importlib.import_module(GUARD), name=GUARD)
         others = [self.pm.get_plugin(n) for n in self.methods() if n != name]
         return self.pm.subset_hook_caller("synthesize", remove_plugins=[p for p in others if p is not None])
 

@@ -1,137 +1,38 @@
-"""One run: resolve the protocol, data and teachers; synthesize with the selected plugin (or reuse
-its cached set); evaluate every student x seed; record everything in the store."""
+"""One run: synthesize with the selected plugin (or reuse its cached set), evaluate every
+student x seed, record everything in the store, and continue an unfinished run of the same command."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rd3_harness import distributed
-from rd3_harness.data.real import RealData
-from rd3_harness.data.registry import DatasetInfo, open_dataset
+from rd3_harness.contract import MethodInfo, SyntheticSet
 from rd3_harness.data.synset import load_synset, save_synset
 from rd3_harness.errors import PluginFailure, Rd3Error, UsageError
-from rd3_harness.plugins import get_plugins
-from rd3_harness.posteval.checkpoint import Checkpoints
-from rd3_harness.posteval.trainer import Engine, StudentResult
-from rd3_harness.protocol.io import protocol_hash, sha256_of
-from rd3_harness.protocol.library import resolve_protocol
-from rd3_harness.protocol.schema import HardLabels, Protocol
+from rd3_harness.hashing import sha256_of
+from rd3_harness.plugins import Plugins
 from rd3_harness.results.record import (
     PluginRef,
     Run,
     RunRecord,
     SynsetRef,
     SynthesisCost,
-    environment,
-    nan_to_none,
     now,
+    record_of,
     summarize_records,
 )
 from rd3_harness.results.store import Store
 from rd3_harness.settings import Settings
-from rd3_harness.synthesis import MethodInfo, SynthesisContext, SyntheticSet, model_maker, parse_config
-from rd3_harness.teachers import LoadedTeacher, get_teacher
-
-
-def with_seeds(protocol: Protocol, seeds: list[int] | None) -> Protocol:
-    """The protocol with other evaluation seeds (a different protocol: its hash changes)."""
-    if not seeds:
-        return protocol
-    data = protocol.model_dump(mode="json")
-    data["evaluation"]["seeds"] = list(seeds)
-    return Protocol.model_validate(data)
-
-
-@dataclass
-class Workspace:
-    """A protocol with its data opened and teachers loaded on demand (cached per run)."""
-
-    protocol: Protocol
-    source: str
-    settings: Settings
-    info: DatasetInfo = field(init=False)
-    train: RealData = field(init=False)
-    test: RealData = field(init=False)
-    _teachers: dict[str, LoadedTeacher] = field(default_factory=dict, init=False)
-
-    def __post_init__(self) -> None:
-        ds = self.protocol.dataset
-        self.info, train, test = open_dataset(ds.name, self.settings)
-        common = dict(
-            num_classes=self.info.num_classes,
-            resolution=ds.resolution,
-            mean=ds.normalization.mean,
-            std=ds.normalization.std,
-            device=self.settings.torch_device,
-            workers=self.settings.workers,
-        )
-        self.train = RealData(train, **common)
-        self.test = RealData(test, test=True, **common)
-
-    @property
-    def hash(self) -> str:
-        return protocol_hash(self.protocol)
-
-    def teacher(self, spec) -> LoadedTeacher:
-        key = sha256_of(spec.model_dump(mode="json"))
-        if key not in self._teachers:
-            self._teachers[key] = get_teacher(spec, self.protocol.dataset, self.settings, self.train, self.test)
-        return self._teachers[key]
-
-    def label_teachers(self) -> list[LoadedTeacher]:
-        labels = self.protocol.evaluation.labels
-        if isinstance(labels, HardLabels) or getattr(labels, "source", "teacher") == "method":
-            return []
-        return [self.teacher(t) for t in (labels.teachers or (self.protocol.teacher,))]
-
-    def fill(self) -> torch.Tensor:
-        """A black pixel in model-input space (padding value)."""
-        return self.test.normalize(torch.zeros(1, self.test.image_shape[0], 1, 1, device=self.test.device)).flatten()
-
-
-def code_digest(module_name: str) -> str:
-    """sha256 of a plugin's Python sources (its package folder, or its one file): a code change
-    without a version bump must not reuse an old synthetic set."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin or not Path(spec.origin).is_file():
-        return ""
-    origin = Path(spec.origin)
-    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(origin.parent).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: Protocol, code: str = "") -> str:
-    """What decides a synthetic set: the method, its version, code and config, and the protocol's
-    dataset, IPC, teachers and synthesis seed (not its evaluation settings)."""
-    p = protocol.model_dump(mode="json")
-    return sha256_of(
-        {
-            "method": method,
-            "version": version,
-            "code": code,
-            "config": config,
-            **{k: p[k] for k in ("dataset", "ipc", "teacher", "synthesis_teachers", "synthesis_seed")},
-        }
-    )
+from rd3_harness.synthesis import code_digest, parse_config, synthesis_key
+from rd3_harness.training.checkpoint import Checkpoints
+from rd3_harness.training.trainer import Engine, StudentResult
+from rd3_harness.workspace import Workspace, open_workspace
 
 
 @dataclass
@@ -159,10 +60,9 @@ def given_set(
 
 
 def synthesize(
-    ws: Workspace, method: str, overrides: dict[str, Any] | None = None, *, reuse: bool = True
+    plugins: Plugins, ws: Workspace, method: str, overrides: dict[str, Any] | None = None, *, reuse: bool = True
 ) -> Synthesized:
     """Run the selected plugin's `synthesize` (or reuse a verified cached set) and save it."""
-    plugins = get_plugins()
     record = plugins.method(method)
     info: MethodInfo = record.method
     config = parse_config(info, overrides or {})
@@ -179,31 +79,12 @@ def synthesize(
             pass  # a damaged cache entry is made again
     p = ws.protocol
     device = ws.settings.torch_device
-    gen = torch.Generator().manual_seed(p.synthesis_seed)
-    shape = ws.test.image_shape
-
-    workdir = folder / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    ctx = SynthesisContext(
-        ipc=p.ipc,
-        num_classes=ws.info.num_classes,
-        image_shape=shape,
-        config=config,
+    ctx = ws.context(
+        method,
+        config,
+        workdir=folder / "work",
         real_data=ws.train if info.needs_real_data else None,
-        generator=gen,
-        seed=p.synthesis_seed,
-        device=device,
-        workdir=workdir,
-        cache_dir=ws.settings.home / "cache" / method,
-        dataset=p.dataset.name,
-        method=method,
-        make_model=model_maker(gen, ws.info.num_classes, shape, device),
-        normalize=ws.test.normalize,
-        denormalize=ws.test.denormalize,
-        load_teacher=(lambda: ws.teacher(p.teacher).model) if info.needs_teacher else (lambda: None),
-        load_teachers=(lambda: tuple(ws.teacher(t).model for t in p.synthesis_teachers))
-        if info.needs_teacher
-        else tuple,
+        teacher=info.needs_teacher,
     )
     try:
         synset = plugins.synthesize_caller(method)(ctx=ctx)
@@ -236,10 +117,6 @@ class RunOutcome:
     records: list[RunRecord]
 
 
-def new_run_id(method: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{method}-{secrets.token_hex(3)}"
-
-
 def run_key(protocol_hash: str, plugin: PluginRef, config_hash: str, synset_sha256: str) -> str:
     return sha256_of([protocol_hash, plugin.name, plugin.version, config_hash, synset_sha256])
 
@@ -259,19 +136,16 @@ def _check_fits(ws: Workspace, synth: Synthesized) -> None:
 
 
 def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, source: str | None) -> Run:
-    p, m = ws.protocol, synth.manifest
+    m = synth.manifest
     cost = m.get("synthesis") or {}
-    return Run(
-        run_id=new_run_id(plugin.name),
-        created=now(),
-        status="running",
-        protocol=p.model_dump(mode="json"),
-        protocol_hash=ws.hash,
-        protocol_name=p.name,
-        protocol_version=p.version,
-        protocol_source=source or ws.source,
-        plugin=plugin,
-        method_config=m.get("config", {}),
+    return Run.start(
+        ws.protocol,
+        ws.hash,
+        source or ws.source,
+        plugin,
+        m.get("config", {}),
+        device=ws.settings.torch_device,
+        settings=ws.settings.as_record(),
         method_config_hash=synth.config_hash,
         synset=SynsetRef(
             sha256=m["sha256"],
@@ -284,9 +158,7 @@ def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, sou
         synthesis=SynthesisCost(**{k: cost[k] for k in ("wall_s", "cpu_s", "peak_memory_bytes", "memory_kind")})
         if "wall_s" in cost
         else None,
-        teacher=ws.teacher(p.teacher).as_record(),
-        environment=environment(ws.settings.torch_device),
-        settings=ws.settings.as_record(),
+        teacher=ws.teacher(ws.protocol.teacher).as_record(),
         run_key=key,
     )
 
@@ -331,6 +203,7 @@ def evaluate(
             synth.synset.labels,
             [t.model for t in teachers],
             ws.test,
+            models=ws.registries.models,
             device=device,
             fill=ws.fill(),
             soft_labels=synth.synset.soft_labels,
@@ -340,7 +213,7 @@ def evaluate(
         )
 
         def keep(result: StudentResult) -> None:
-            record = _record(run, result, str(device))
+            record = record_of(run, result, str(device))
             store.put_record(record)
             records.append(record)
 
@@ -363,48 +236,8 @@ def evaluate(
     return RunOutcome(run, records)
 
 
-def _record(run: Run, r: StudentResult, device: str) -> RunRecord:
-    return RunRecord(
-        run_id=run.run_id,
-        protocol_hash=run.protocol_hash,
-        protocol_name=run.protocol_name,
-        method=run.plugin.name,
-        plugin_version=run.plugin.version,
-        method_config_hash=run.method_config_hash,
-        synset_sha256=run.synset.sha256,
-        teacher_sha256=(run.teacher or {}).get("sha256"),
-        student=r.student,
-        seed=r.seed,
-        top1=r.top1,
-        top5=r.top5,
-        final_top1=r.final_top1,
-        final_top5=r.final_top5,
-        report_mode="best" if r.test_set_selection else "final",
-        test_set_selection=r.test_set_selection,
-        selected_epoch=r.selected_epoch,
-        epochs=r.epochs,
-        steps=r.steps,
-        images_seen=r.images_seen,
-        final_loss=nan_to_none(r.final_loss),
-        train_wall_s=r.train_wall_s,
-        eval_wall_s=r.eval_wall_s,
-        synthesis_wall_s=run.synthesis.wall_s if run.synthesis else 0.0,
-        storage_bytes=run.synset.storage_bytes,
-        device=device,
-        created=now(),
-        attempt=run.attempt,
-        resumed_from_epoch=r.resumed_from_epoch,
-    )
-
-
-def open_workspace(
-    protocol_ref: str | os.PathLike | None, settings: Settings, seeds: list[int] | None = None
-) -> Workspace:
-    protocol, path = resolve_protocol(protocol_ref)
-    return Workspace(with_seeds(protocol, seeds), str(path), settings)
-
-
 def run(
+    plugins: Plugins,
     method: str,
     protocol_ref: str | os.PathLike | None = None,
     *,
@@ -414,8 +247,8 @@ def run(
     reuse: bool = True,
 ) -> RunOutcome:
     """`rd3h run`: synthesize with the plugin, evaluate under the protocol, record."""
-    record = get_plugins().method(method)  # fail fast on an unknown name
-    ws = open_workspace(protocol_ref, settings, seeds)
+    record = plugins.method(method)  # fail fast on an unknown name
+    ws = open_workspace(plugins.registries, protocol_ref, settings, seeds)
     plugin = PluginRef(name=method, version=record.version, distribution=record.distribution)
     store = Store.in_folder(settings.out)
     world = distributed.world()
@@ -423,7 +256,7 @@ def run(
         ok = False
         try:
             ws.label_teachers()
-            synth = synthesize(ws, method, config, reuse=reuse)
+            synth = synthesize(plugins, ws, method, config, reuse=reuse)
             ok = True
         except PluginFailure as exc:
             store.put_run(_failed_run(ws, plugin, config or {}, str(exc)))
@@ -433,29 +266,20 @@ def run(
     elif not world.broadcast(None):
         raise Rd3Error("rank 0 failed before the evaluation; see its message")
     else:
-        synth = synthesize(ws, method, config, reuse=True)
+        synth = synthesize(plugins, ws, method, config, reuse=True)
     return evaluate(ws, synth, plugin=plugin, store=store)
 
 
 def _failed_run(ws: Workspace, plugin: PluginRef, config: dict[str, Any], error: str) -> Run:
-    p = ws.protocol
-    return Run(
-        run_id=new_run_id(plugin.name),
-        created=now(),
-        finished=now(),
-        status="failed",
-        error=error,
-        protocol=p.model_dump(mode="json"),
-        protocol_hash=ws.hash,
-        protocol_name=p.name,
-        protocol_version=p.version,
-        protocol_source=ws.source,
-        plugin=plugin,
-        method_config=config,
-        method_config_hash=sha256_of(config),
-        synset=None,
-        synthesis=None,
-        teacher=None,
-        environment=environment(ws.settings.torch_device),
+    return Run.start(
+        ws.protocol,
+        ws.hash,
+        ws.source,
+        plugin,
+        config,
+        device=ws.settings.torch_device,
         settings=ws.settings.as_record(),
+        status="failed",
+        finished=now(),
+        error=error,
     )

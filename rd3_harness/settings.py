@@ -1,6 +1,8 @@
-"""Runtime settings: everything that must not change a result, kept out of the protocol.
+"""Runtime settings (`Settings`): everything that must not change a result (folders, device,
+workers, checkpointing), kept out of the protocol and recorded beside each run.
 
-Precedence: explicit arguments (CLI options) over environment variables over defaults.
+Precedence: explicit arguments (CLI options) over environment variables over defaults. No torch
+at import.
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from rd3_harness.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -50,6 +53,8 @@ class Settings:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         name = self.device
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"

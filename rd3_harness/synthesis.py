@@ -1,170 +1,153 @@
-"""The objects of the plugin API: `MethodInfo`, `SynthesisContext`, `SyntheticSet`, and the core's
-checks on what a plugin returns."""
+"""Synthesis, core side: the context a plugin is given (built here, once), the cache key of a
+synthetic set, the config check, and the guard that wraps every `synthesize` call (seeds, times,
+validates)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import itertools
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import importlib.util
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
+from rd3_harness.contract import MethodInfo, SynthesisContext, SyntheticSet
+from rd3_harness.cost import measure
 from rd3_harness.data.real import RealData
 from rd3_harness.errors import PluginFailure, UsageError
-from rd3_harness.progress import Task, progress
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """What a method plugin is: returned by its `method_info` hook."""
-
-    name: str
-    summary: str
-    config_model: type[BaseModel]
-    needs_teacher: bool = False
-    needs_real_data: bool = True
-    paper: str | None = None
-    citation: str | None = None
-
-    def problems(self) -> list[str]:
-        """What is wrong with this description (empty when it is complete)."""
-        out = []
-        if not self.summary.strip():
-            out.append("summary is empty")
-        if not (isinstance(self.config_model, type) and issubclass(self.config_model, BaseModel)):
-            out.append("config_model must be a pydantic BaseModel subclass")
-            return out
-        config = self.config_model.model_config
-        if not config.get("frozen"):
-            out.append("config_model must be frozen: class Config(BaseModel, frozen=True, extra='forbid')")
-        if config.get("extra") != "forbid":
-            out.append("config_model must forbid unknown keys: extra='forbid'")
-        try:
-            self.config_model()
-        except Exception as exc:  # noqa: BLE001 - any failure means defaults are incomplete
-            out.append(f"config_model() must work with defaults alone: {exc}")
-        return out
-
-
-@dataclass
-class SyntheticSet:
-    """A plugin's output: images in model-input (normalized) space, one int64 label each."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    soft_labels: torch.Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SynthesisContext:
-    """Everything a plugin may use to synthesize. Use `generator` for randomness and `device`
-    for placement; never global RNG state."""
-
-    ipc: int
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    config: BaseModel
-    real_data: RealData | None
-    generator: torch.Generator
-    seed: int
-    device: torch.device
-    workdir: Path
-    """Scratch folder of this synthesis."""
-    cache_dir: Path
-    """A folder this method may keep across runs (e.g. real-data statistics of a teacher); key
-    what you store by what it depends on."""
-    dataset: str
-    method: str
-    make_model: Callable[[str], nn.Module]
-    normalize: Callable[[torch.Tensor], torch.Tensor]
-    denormalize: Callable[[torch.Tensor], torch.Tensor]
-    load_teacher: Callable[[], nn.Module | None] = field(default=lambda: None, repr=False)
-    load_teachers: Callable[[], tuple[nn.Module, ...]] = field(default=tuple, repr=False)
-    cost: dict[str, float] = field(default_factory=dict)
-    """Filled by the core: wall and CPU seconds and peak memory of the `synthesize` call (time spent
-    loading or training teachers is reported apart and not counted)."""
-    _fingerprints: dict[int, tuple[nn.Module, str]] = field(default_factory=dict, repr=False)
-
-    @functools.cached_property
-    def teacher(self) -> nn.Module | None:
-        """The protocol's teacher, eval mode, on `device` (None unless `needs_teacher`)."""
-        (teacher,) = self._load(lambda: (self.load_teacher(),))
-        return teacher
-
-    @functools.cached_property
-    def teachers(self) -> tuple[nn.Module, ...]:
-        """The protocol's `synthesis_teachers` (loaded on first access; empty if it lists none)."""
-        return self._load(self.load_teachers)
-
-    def _load(self, loader: Callable[[], tuple]) -> tuple:
-        """Load teachers outside time-to-synthesize (training one is not the method's cost) and
-        fingerprint their weights, which a method must not change."""
-        wall, cpu = time.perf_counter(), time.process_time()
-        models = loader()
-        for model in models:
-            if model is not None:
-                self._fingerprints[id(model)] = (model, weights_digest(model))
-        self.cost["teacher_load_wall_s"] = self.cost.get("teacher_load_wall_s", 0.0) + time.perf_counter() - wall
-        self.cost["teacher_load_cpu_s"] = self.cost.get("teacher_load_cpu_s", 0.0) + time.process_time() - cpu
-        return models
-
-    def changed_teachers(self) -> list[str]:
-        """Class names of loaded teachers whose weights differ from when they were loaded."""
-        return [type(m).__name__ for m, digest in self._fingerprints.values() if weights_digest(m) != digest]
-
-    def progress(self, total: int | None, description: str) -> Task:
-        """A progress bar the CLI renders; use as a context manager and call `advance()`."""
-        return progress(total, description)
-
-    def clamp(self, x: torch.Tensor) -> torch.Tensor:
-        """Clamp model-input images to the range of valid pixels [0, 1]."""
-        lo = self.normalize(torch.zeros(1, self.image_shape[0], 1, 1, device=x.device, dtype=x.dtype))
-        hi = self.normalize(torch.ones(1, self.image_shape[0], 1, 1, device=x.device, dtype=x.dtype))
-        return torch.maximum(torch.minimum(x, hi), lo)
+from rd3_harness.hashing import sha256_of
+from rd3_harness.hookspecs import hookimpl
+from rd3_harness.protocol.schema import Protocol
+from rd3_harness.registry import ModelEntry
 
 
 def model_maker(
-    generator: torch.Generator, num_classes: int, image_shape: tuple[int, int, int], device: torch.device
+    models: Mapping[str, ModelEntry],
+    generator: torch.Generator,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    device: torch.device,
 ) -> Callable[[str], nn.Module]:
     """`ctx.make_model`: a fresh model by registry name, initialised from a seed drawn from `generator`."""
     from rd3_harness.models import create_model
 
     def make_model(name: str) -> nn.Module:
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        model = create_model(name, num_classes=num_classes, in_channels=image_shape[0], resolution=image_shape[1])
+        model = create_model(
+            models, name, num_classes=num_classes, in_channels=image_shape[0], resolution=image_shape[1]
+        )
         return model.to(device)
 
     return make_model
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer of a model, in order."""
+def build_context(
+    protocol: Protocol,
+    *,
+    models: Mapping[str, ModelEntry],
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    config: BaseModel,
+    method: str,
+    real_data: RealData | None,
+    device: torch.device,
+    workdir: Path,
+    cache_dir: Path,
+    load_teacher: Callable[[], nn.Module | None] = lambda: None,
+    load_teachers: Callable[[], tuple[nn.Module, ...]] = tuple,
+    seed: int | None = None,
+) -> SynthesisContext:
+    """The `SynthesisContext` of one synthesis: seeded from the protocol's synthesis seed (or `seed`),
+    normalizing with the protocol's statistics, making models from the registry."""
+    seed = protocol.synthesis_seed if seed is None else seed
+    generator = torch.Generator().manual_seed(seed)
+    norm = protocol.dataset.normalization
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (norm.mean, norm.std))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return SynthesisContext(
+        ipc=protocol.ipc,
+        num_classes=num_classes,
+        image_shape=image_shape,
+        config=config,
+        real_data=real_data,
+        generator=generator,
+        seed=seed,
+        device=device,
+        workdir=workdir,
+        cache_dir=cache_dir,
+        dataset=protocol.dataset.name,
+        method=method,
+        make_model=model_maker(models, generator, num_classes, image_shape, device),
+        normalize=lambda x: (x - mean.to(x)) / std.to(x),
+        denormalize=lambda x: x * std.to(x) + mean.to(x),
+        load_teacher=load_teacher,
+        load_teachers=load_teachers,
+    )
+
+
+def code_digest(module_name: str) -> str:
+    """sha256 of a plugin's Python sources (its package folder, or its one file): a code change
+    without a version bump must not reuse an old synthetic set."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return ""
+    origin = Path(spec.origin)
+    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
     h = hashlib.sha256()
-    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
-        h.update(name.encode())
-        if not t.is_meta:  # meta tensors (the plugin kit's device probe) hold no values
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for f in files:
+        h.update(f.relative_to(origin.parent).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: Protocol, code: str = "") -> str:
+    """What decides a synthetic set: the method, its version, code and config, and the protocol's
+    dataset, IPC, teachers and synthesis seed (not its evaluation settings)."""
+    p = protocol.model_dump(mode="json")
+    return sha256_of(
+        {
+            "method": method,
+            "version": version,
+            "code": code,
+            "config": config,
+            **{k: p[k] for k in ("dataset", "ipc", "teacher", "synthesis_teachers", "synthesis_seed")},
+        }
+    )
 
 
 def parse_config(info: MethodInfo, overrides: dict[str, Any]) -> BaseModel:
     """Validate a method's config; errors name the key and the plugin."""
-    from pydantic import ValidationError
-
     try:
         return info.config_model(**overrides)
     except ValidationError as exc:
         lines = [f"  {'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors(include_url=False)]
         fields = ", ".join(info.config_model.model_fields) or "none"
         raise UsageError(f"invalid config for {info.name} (its keys: {fields}):\n" + "\n".join(lines)) from None
+
+
+@hookimpl(wrapper=True)
+def synthesize(ctx: SynthesisContext):
+    """The core's wrapper around every `synthesize` call: seeds, times, measures and validates."""
+    torch.manual_seed(ctx.seed)  # for code that ignores ctx.generator (model init, dropout)
+    with measure(ctx.device) as cost:
+        result = yield
+    asset_wall, asset_cpu = ctx.asset_seconds()  # teachers and generators are shared, not the method's cost
+    cost["wall_s"] -= asset_wall
+    cost["cpu_s"] -= asset_cpu
+    ctx.cost.update(cost)
+    changed = ctx.changed_teachers()
+    if changed:
+        raise PluginFailure(
+            f"plugin {ctx.method!r} changed the weights of the teacher ({', '.join(changed)}) it was given; "
+            "the core evaluates with the same teacher: restore it, or work on copy.deepcopy(ctx.teacher)"
+        )
+    return validate_synthetic_set(result, ctx.method, ctx.ipc, ctx.num_classes, ctx.image_shape)
 
 
 def validate_synthetic_set(

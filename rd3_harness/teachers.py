@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,18 @@ from torch import nn
 from rd3_harness.data.real import RealData
 from rd3_harness.errors import DataMissing, UsageError
 from rd3_harness.files import atomic_write, file_sha256
+from rd3_harness.hashing import sha256_of
 from rd3_harness.models import create_model
-from rd3_harness.posteval.augment import Augmenter
-from rd3_harness.posteval.labels import hard_targets
-from rd3_harness.posteval.losses import hard_ce
-from rd3_harness.posteval.optim import Scheduler, build_optimizer
-from rd3_harness.posteval.trainer import accuracy, wants_channels_last
 from rd3_harness.progress import progress
-from rd3_harness.protocol.io import sha256_of
 from rd3_harness.protocol.schema import Dataset, FileTeacher, Protocol, TorchvisionTeacher, TrainedTeacher
+from rd3_harness.registry import ModelEntry
 from rd3_harness.seeding import derive_seed, generator
 from rd3_harness.settings import Settings
+from rd3_harness.training.augment import Augmenter
+from rd3_harness.training.labels import hard_targets
+from rd3_harness.training.losses import hard_ce
+from rd3_harness.training.optim import Scheduler, build_optimizer
+from rd3_harness.training.trainer import accuracy, wants_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +68,17 @@ def cache_paths(spec: TrainedTeacher, dataset: Dataset, settings: Settings) -> t
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def _build(spec, dataset: Dataset, channels: int, num_classes: int, device: torch.device) -> nn.Module:
+def _build(
+    models: Mapping[str, ModelEntry], spec, dataset: Dataset, channels: int, num_classes: int, device: torch.device
+) -> nn.Module:
     torch.manual_seed(derive_seed("teacher-init", getattr(getattr(spec, "recipe", None), "seed", 0)))
     return create_model(
-        spec.architecture, num_classes=num_classes, in_channels=channels, resolution=dataset.resolution
+        models, spec.architecture, num_classes=num_classes, in_channels=channels, resolution=dataset.resolution
     ).to(device)
 
 
 def train_teacher(
+    models: Mapping[str, ModelEntry],
     spec: TrainedTeacher,
     dataset: Dataset,
     train: RealData,
@@ -90,7 +95,7 @@ def train_teacher(
             for c in range(train.num_classes)
         ]
         train = train.subset(torch.cat(per_class))
-    model = _build(spec, dataset, train.image_shape[0], train.num_classes, device)
+    model = _build(models, spec, dataset, train.image_shape[0], train.num_classes, device)
     cl = wants_channels_last(model, device, channels_last)
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -158,7 +163,14 @@ def protocol_teachers(protocol: Protocol) -> list:
 
 
 def get_teacher(
-    spec, dataset: Dataset, settings: Settings, train: RealData | None, test: RealData, *, retrain: bool = False
+    models: Mapping[str, ModelEntry],
+    spec,
+    dataset: Dataset,
+    settings: Settings,
+    train: RealData | None,
+    test: RealData,
+    *,
+    retrain: bool = False,
 ) -> LoadedTeacher:
     """The teacher of a spec on a dataset: from the cache, trained now, or loaded and verified."""
     device = settings.torch_device
@@ -169,12 +181,14 @@ def get_teacher(
             info = json.loads(meta.read_text())
             digest = file_sha256(weights)
             if digest == info.get("sha256"):
-                model = _into(_build(spec, dataset, channels, num_classes, device), load_file(str(weights)), weights)
+                model = _into(
+                    _build(models, spec, dataset, channels, num_classes, device), load_file(str(weights)), weights
+                )
                 return LoadedTeacher(spec, model.eval(), digest, weights, info.get("test_top1"), 0.0)
             log.warning("cached teacher %s does not match its recorded sha256; training it again", weights)
         if train is None:
             raise UsageError("training a teacher needs the real training set")
-        model, top1, wall = train_teacher(spec, dataset, train, test, device, settings.channels_last)
+        model, top1, wall = train_teacher(models, spec, dataset, train, test, device, settings.channels_last)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         atomic_write(weights, lambda p: save_file(state, str(p)))
         digest = file_sha256(weights)
@@ -194,9 +208,9 @@ def get_teacher(
         digest = file_sha256(path)
         if digest != spec.sha256:
             raise UsageError(f"{path}: sha256 {digest} does not match the protocol's {spec.sha256}: refused")
-        model = _into(_build(spec, dataset, channels, num_classes, device), _load_state(path), path)
+        model = _into(_build(models, spec, dataset, channels, num_classes, device), _load_state(path), path)
         return LoadedTeacher(spec, model.eval(), digest, path, None, 0.0)
-    return _torchvision_teacher(spec, dataset, channels, num_classes, device)
+    return _torchvision_teacher(models, spec, dataset, channels, num_classes, device)
 
 
 def _find_file(name: str, settings: Settings) -> Path:
@@ -212,7 +226,12 @@ def _find_file(name: str, settings: Settings) -> Path:
 
 
 def _torchvision_teacher(
-    spec: TorchvisionTeacher, dataset: Dataset, channels: int, num_classes: int, device: torch.device
+    models: Mapping[str, ModelEntry],
+    spec: TorchvisionTeacher,
+    dataset: Dataset,
+    channels: int,
+    num_classes: int,
+    device: torch.device,
 ) -> LoadedTeacher:
     import torchvision
 
@@ -234,6 +253,8 @@ def _torchvision_teacher(
             f"torchvision weights {spec.architecture}.{spec.weights} are not in the local cache; "
             f"download {weights.url} to {path} (nothing is downloaded at run time)"
         )
-    model = create_model(spec.architecture, num_classes=num_classes, in_channels=3, resolution=dataset.resolution)
+    model = create_model(
+        models, spec.architecture, num_classes=num_classes, in_channels=3, resolution=dataset.resolution
+    )
     model = _into(model, _load_state(path), path).to(device)
     return LoadedTeacher(spec, model.eval(), file_sha256(path), path, None, 0.0)

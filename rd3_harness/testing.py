@@ -8,7 +8,9 @@ first use), `smoke_real_data` (the first `SMOKE_IMAGES_PER_CLASS` training image
 
 Functions: `synthesize_smoke(workspace, method, **config)` runs one plugin as `rd3h run` does;
 `make_context(...)` builds a context by hand; `check_plugin(name)` is the conformance check every
-method plugin must pass (see CONTRIBUTING.md, "The plugin kit").
+method plugin must pass (see CONTRIBUTING.md, "The plugin kit"). Also re-exported for plugin
+tests: `Protocol` (the schema, to derive a variant protocol) and `progress` (a silent reporter).
+This module and the package root are the only `rd3_harness` imports a plugin's code and tests use.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import pytest
 from pydantic import BaseModel
 from torch import nn
 
-from rd3_harness.conformance import Conformance, ConformanceError, check_plugin, config_problems, hook_problems
-from rd3_harness.contexts import (
+from rd3_harness.contract import SynthesisContext
+from rd3_harness.data.real import RealData
+from rd3_harness.errors import DataMissing
+from rd3_harness.kit.conformance import Conformance, ConformanceError, check_plugin, config_problems, hook_problems
+from rd3_harness.kit.contexts import (
     SMOKE_CONFIG_ATTRIBUTE,
     SMOKE_IMAGES_PER_CLASS,
     SMOKE_PROTOCOL,
@@ -29,12 +34,12 @@ from rd3_harness.contexts import (
     real_slice,
     synthesize_smoke,
 )
-from rd3_harness.data.real import RealData
-from rd3_harness.errors import DataMissing
+from rd3_harness.progress import progress
+from rd3_harness.protocol.schema import Protocol
 from rd3_harness.settings import Settings
-from rd3_harness.synthesis import SynthesisContext
 
 __all__ = [
+    "Protocol",
     "SMOKE_CONFIG_ATTRIBUTE",
     "SMOKE_IMAGES_PER_CLASS",
     "SMOKE_PROTOCOL",
@@ -44,6 +49,7 @@ __all__ = [
     "config_problems",
     "hook_problems",
     "make_context",
+    "progress",
     "real_slice",
     "synthesize_smoke",
 ]
@@ -58,19 +64,21 @@ def rd3_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def smoke_protocol():
+    from rd3_harness.plugins import get_plugins
     from rd3_harness.protocol.library import resolve_protocol
 
-    protocol, _ = resolve_protocol(SMOKE_PROTOCOL)
+    protocol, _ = resolve_protocol(get_plugins().registries, SMOKE_PROTOCOL)
     return protocol
 
 
 @pytest.fixture(scope="session")
 def smoke_workspace(rd3_settings: Settings):
     """The smoke protocol with Fashion-MNIST opened (skips when the dataset is not installed)."""
-    from rd3_harness.runner import open_workspace
+    from rd3_harness.plugins import get_plugins
+    from rd3_harness.workspace import open_workspace
 
     try:
-        return open_workspace(SMOKE_PROTOCOL, rd3_settings)
+        return open_workspace(get_plugins().registries, SMOKE_PROTOCOL, rd3_settings)
     except DataMissing as exc:
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from rd3_harness.analysis.ablate import ORDER, deltas, plan, run_ablation
 from rd3_harness.cli import app
 from rd3_harness.errors import UsageError
+from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol import Protocol, diff_settings, protocol_hash
 from rd3_harness.protocol.library import resolve_protocol
 
@@ -22,7 +23,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def smoke() -> dict:
-    protocol, _ = resolve_protocol("cpu/smoke.v1")
+    protocol, _ = resolve_protocol(get_plugins().registries, "cpu/smoke.v1")
     return protocol.model_dump(mode="json")
 
 

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rd3_harness.cli import app
+from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol import diff_settings
-from rd3_harness.protocol.library import registered_protocols, resolve_protocol
+from rd3_harness.protocol.library import resolve_protocol
 
 runner = CliRunner()
 DATASETS = ("cifar10", "cifar100", "tiny-imagenet", "imagenette", "imagewoof", "imagenet-1k")
@@ -18,7 +19,7 @@ LEGACY = ("sre2l", "cda", "rded", "gvbsm", "edc", "lpld", "sc-dd", "dwa")
 
 
 def library(prefix: str) -> list[str]:
-    return sorted(n for n in registered_protocols() if n.startswith(prefix))
+    return sorted(n for n in get_plugins().registries.protocols if n.startswith(prefix))
 
 
 def test_every_library_protocol_validates():
@@ -27,7 +28,7 @@ def test_every_library_protocol_validates():
     result = runner.invoke(app, ["protocol", "validate", "--json", *names])
     assert result.exit_code == 0, result.output
     for name in names:
-        protocol, path = resolve_protocol(name)
+        protocol, path = resolve_protocol(get_plugins().registries, name)
         assert protocol.name == name.removesuffix(".v1") and path.name == name.split("/")[1] + ".yaml"
         assert protocol.description.strip() and protocol.citation
 
@@ -35,7 +36,7 @@ def test_every_library_protocol_validates():
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_rd3_standard(dataset):
     for ipc in (10, 50):
-        p, _ = resolve_protocol(f"rd3/{dataset}-ipc{ipc}.v1")
+        p, _ = resolve_protocol(get_plugins().registries, f"rd3/{dataset}-ipc{ipc}.v1")
         ev = p.evaluation
         assert (p.dataset.name, p.ipc, ev.epochs, ev.report.mode) == (dataset, ipc, 400, "final")
         assert ev.labels.kind == "online" and not ev.labels.teachers and ev.loss.kind == "kl"
@@ -56,15 +57,15 @@ def test_rd3_standard(dataset):
 
 
 def test_legacy_protocols_keep_each_methods_choices():
-    rded, _ = resolve_protocol("legacy/rded-imagenet-1k-ipc10.v1")
+    rded, _ = resolve_protocol(get_plugins().registries, "legacy/rded-imagenet-1k-ipc10.v1")
     assert rded.evaluation.report.model_dump() == {"mode": "best", "every": 10, "last_fraction": 0.2}
     assert rded.evaluation.schedule.zeta == 2 and rded.evaluation.batch_size == 100
-    sre2l, _ = resolve_protocol("legacy/sre2l-imagenet-1k-ipc10.v1")
+    sre2l, _ = resolve_protocol(get_plugins().registries, "legacy/sre2l-imagenet-1k-ipc10.v1")
     assert (sre2l.evaluation.labels.kind, sre2l.evaluation.batch_size, sre2l.evaluation.epochs) == ("fkd", 1024, 300)
-    gvbsm, _ = resolve_protocol("legacy/gvbsm-imagenet-1k-ipc10.v1")
+    gvbsm, _ = resolve_protocol(get_plugins().registries, "legacy/gvbsm-imagenet-1k-ipc10.v1")
     assert gvbsm.evaluation.labels.combine == "norm_mean" and len(gvbsm.evaluation.labels.teachers) == 4
     assert gvbsm.evaluation.loss.kind == "mse_ce"
-    edc, _ = resolve_protocol("legacy/edc-imagenet-1k-ipc10.v1")
+    edc, _ = resolve_protocol(get_plugins().registries, "legacy/edc-imagenet-1k-ipc10.v1")
     assert edc.evaluation.student_ema == 0.99 and edc.evaluation.loss.gamma == 0.025
     for method in LEGACY:
         assert library(f"legacy/{method}-imagenet-1k-ipc10")
@@ -89,8 +90,8 @@ def test_diff_sre2l_legacy_to_the_standard_shows_what_the_paper_discusses():
 
 @pytest.mark.parametrize("method", LEGACY)
 def test_cpu_transpositions_reuse_the_standards_synthetic_sets(method):
-    standard, _ = resolve_protocol("cpu/fmnist-ipc10.v1")
-    legacy, _ = resolve_protocol(f"cpu/legacy-{method}.v1")
+    standard, _ = resolve_protocol(get_plugins().registries, "cpu/fmnist-ipc10.v1")
+    legacy, _ = resolve_protocol(get_plugins().registries, f"cpu/legacy-{method}.v1")
     for key in ("dataset", "ipc", "teacher", "synthesis_teachers", "synthesis_seed"):
         assert getattr(legacy, key) == getattr(standard, key), key
     assert legacy.evaluation.students == standard.evaluation.students
@@ -117,8 +118,8 @@ def test_legacy_cifar_protocols_are_the_ones_with_a_known_recipe():
 
 @pytest.mark.parametrize(("method", "dataset"), [(m, d) for m, ds in LEGACY_CIFAR.items() for d in ds], ids=lambda x: x)
 def test_legacy_cifar_protocols_share_the_standards_data_and_teacher(method, dataset):
-    legacy, _ = resolve_protocol(f"legacy/{method}-{dataset}-ipc10.v1")
-    standard, _ = resolve_protocol(f"rd3/{dataset}-ipc10.v1")
+    legacy, _ = resolve_protocol(get_plugins().registries, f"legacy/{method}-{dataset}-ipc10.v1")
+    standard, _ = resolve_protocol(get_plugins().registries, f"rd3/{dataset}-ipc10.v1")
     for key in ("dataset", "ipc", "teacher", "synthesis_seed"):
         assert getattr(legacy, key) == getattr(standard, key), key
     assert set(legacy.synthesis_teachers) <= set(standard.synthesis_teachers)
@@ -127,7 +128,7 @@ def test_legacy_cifar_protocols_share_the_standards_data_and_teacher(method, dat
 
 def test_legacy_cifar_protocols_keep_each_methods_choices():
     def ev(method, dataset):
-        return resolve_protocol(f"legacy/{method}-{dataset}-ipc10.v1")[0].evaluation
+        return resolve_protocol(get_plugins().registries, f"legacy/{method}-{dataset}-ipc10.v1")[0].evaluation
 
     sre2l = ev("sre2l", "cifar100")
     assert (sre2l.labels.kind, sre2l.loss.temperature, sre2l.augmentation.mix.kind) == ("online", 30, "mixup")

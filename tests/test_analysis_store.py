@@ -14,6 +14,7 @@ from rd3_harness.analysis.leaderboard import MixedProtocols, board, boards, mark
 from rd3_harness.analysis.report import pyplot, report
 from rd3_harness.cli import app
 from rd3_harness.errors import UsageError
+from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol import Protocol, protocol_hash
 from rd3_harness.protocol.library import resolve_protocol
 from rd3_harness.results.record import (
@@ -34,7 +35,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def protocols(tmp_path_factory) -> dict[str, tuple[Protocol, str]]:
     """Two protocols (two hashes) written to files: the smoke protocol and a 'legacy' variant."""
-    base, _ = resolve_protocol("cpu/smoke.v1")
+    base, _ = resolve_protocol(get_plugins().registries, "cpu/smoke.v1")
     data = base.model_dump(mode="json")
     folder = tmp_path_factory.mktemp("protocols")
     out = {}
@@ -177,7 +178,9 @@ def test_report_writes_the_figures(store, protocols, tmp_path):
     }
     (out / "ablations").mkdir(exist_ok=True)
     (out / "ablations" / "legacy-standard.json").write_text(json.dumps(ablation))
-    written = report(store, out, tmp_path / "figures", legacy=protocols["legacy"][1])  # pairs "good" only
+    written = report(
+        store, out, tmp_path / "figures", legacy=protocols["legacy"][1], registries=get_plugins().registries
+    )  # pairs "good" only
     names = sorted(p.name for p in written)
     assert len([n for n in names if n.startswith("efficiency-")]) == 2
     assert len([n for n in names if n.startswith("accuracy-")]) == 2

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from rd3_harness import runner as harness
 from rd3_harness.cli import app
 from rd3_harness.data.synset import load_synset, save_synset
+from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol import Protocol, protocol_hash
 from rd3_harness.protocol.library import resolve_protocol
 from rd3_harness.results.store import Store
@@ -28,13 +29,13 @@ cli = CliRunner()
 def exported(rd3_settings, smoke_workspace, tmp_path_factory) -> dict:
     """A real two-seed run of `random` on a two-epoch smoke variant, exported as reviewers get it."""
     folder = tmp_path_factory.mktemp("verify")
-    smoke, _ = resolve_protocol("cpu/smoke.v1")
+    smoke, _ = resolve_protocol(get_plugins().registries, "cpu/smoke.v1")
     data = smoke.model_dump(mode="json")
     data["evaluation"].update(epochs=2, seeds=[0, 1])
     protocol = folder / "tiny.yaml"
     protocol.write_text(yaml.safe_dump(data))
     settings = replace(rd3_settings, out=folder / "out")
-    outcome = harness.run("random", protocol, settings=settings)
+    outcome = harness.run(get_plugins(), "random", protocol, settings=settings)
     doc = Store.in_folder(settings.out).export(outcome.run.run_id)
     return {"doc": doc, "protocol": str(protocol), "synset": Path(doc["run"]["synset"]["path"]), "folder": folder}
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rd3_harness.posteval.augment import Augmenter, beta, resized_crop_boxes
 from rd3_harness.protocol.schema import Augmentation, CutMix, MixUp, RandomCrop, RandomResizedCrop, ShufflePatches
+from rd3_harness.training.augment import Augmenter, beta, resized_crop_boxes
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from rd3_harness.data.datasets import get_dataset, open_dataset
 from rd3_harness.data.readers import _ArrayUnpickler, read_idx, scan_image_folder
 from rd3_harness.data.real import RealData
-from rd3_harness.data.registry import get_dataset, open_dataset
 from rd3_harness.errors import DataMissing, UsageError
+from rd3_harness.plugins import get_plugins
 from rd3_harness.settings import Settings
 
 
@@ -20,7 +21,7 @@ from rd3_harness.settings import Settings
 def fmnist(tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("home"), device="cpu")
     try:
-        return open_dataset("fashion-mnist", settings)
+        return open_dataset(get_plugins().registries.datasets, "fashion-mnist", settings)
     except DataMissing as exc:
         pytest.skip(str(exc))
 
@@ -53,14 +54,16 @@ def test_real_data_sampling_is_seeded_and_class_pure(fmnist):
 
 def test_missing_dataset_says_where_and_how(tmp_path):
     with pytest.raises(DataMissing) as info:
-        open_dataset("cifar10", Settings(home=tmp_path, device="cpu"))
+        open_dataset(get_plugins().registries.datasets, "cifar10", Settings(home=tmp_path, device="cpu"))
     message = str(info.value)
     assert str(tmp_path / "data" / "cifar-10-batches-py") in message
     assert "--download" in message and "RD3_DATA_ROOT" in message
 
 
 def test_truncated_idx_is_refused(tmp_path):
-    src = get_dataset("fashion-mnist").locate(Path("/nonexistent")) or Path("/usr/share/datasets/fashion-mnist")
+    src = get_dataset(get_plugins().registries.datasets, "fashion-mnist").locate(Path("/nonexistent")) or Path(
+        "/usr/share/datasets/fashion-mnist"
+    )
     data = gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (tmp_path / "short").write_bytes(data[:-10])
     with pytest.raises(UsageError, match="truncated"):

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rd3_harness.posteval.losses import Targets, compute_loss
-from rd3_harness.posteval.optim import lr_multiplier
-from rd3_harness.posteval.trainer import Engine
 from rd3_harness.protocol.schema import Cosine, KLLoss, MSECELoss, MultiStep, Protocol, SoftCELoss
+from rd3_harness.training.losses import Targets, compute_loss
+from rd3_harness.training.optim import lr_multiplier
+from rd3_harness.training.trainer import Engine
 
 
 def variant(protocol: Protocol, **evaluation) -> Protocol:
@@ -32,7 +32,10 @@ def setup(smoke_workspace):
 def engine(setup, protocol, **kw) -> Engine:
     ws, images, labels, teacher, test = setup
     teachers = [] if protocol.evaluation.labels.kind == "hard" else [teacher]
-    return Engine(protocol, images, labels, teachers, test, device=torch.device("cpu"), fill=ws.fill(), **kw)
+    models = ws.registries.models
+    return Engine(
+        protocol, images, labels, teachers, test, models=models, device=torch.device("cpu"), fill=ws.fill(), **kw
+    )
 
 
 def test_schedules_follow_their_formulas():

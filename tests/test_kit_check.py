@@ -115,3 +115,19 @@ def test_plugin_check_command(fakes, rd3_settings, monkeypatch):
     flaky = runner.invoke(app, ["plugin", "check", "kit-flaky", "--config", "scale=0.2", "--device", "cpu"])
     assert flaky.exit_code == 1
     assert "plugin 'kit-flaky' fails 1 conformance check(s):" in flaky.stdout and "determinism" in flaky.stdout
+
+
+def test_plugin_check_runs_without_pytest_installed(tmp_path):
+    """`rd3h plugin check` in an install without the dev extra: pytest cannot be imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nsys.modules['pytest'] = None  # as if not installed\n"
+        "from rd3_harness.cli import app\nsys.argv = ['rd3h', 'plugin', 'check', 'random', '--json']\napp()\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "RD3_HOME": str(tmp_path / "home"), "RD3_LOAD_PLUGINS": ""}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["ok"] is True

@@ -75,7 +75,7 @@ def test_config_checks_look_at_behaviour_not_flags():
 
 
 def test_meta_probe_reads_zeros_and_stops_endless_loops():
-    from rd3_harness.conformance import _deadline, _MetaProbe, _ProbeTimeout
+    from rd3_harness.kit.conformance import _deadline, _MetaProbe, _ProbeTimeout
 
     x = torch.ones(2, 3, device="meta")
     with _MetaProbe():

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from rd3_harness.cli import app
 from rd3_harness.errors import PluginFailure
+from rd3_harness.plugins import get_plugins
 from rd3_harness.testing import synthesize_smoke
 
 runner = CliRunner()
@@ -56,9 +57,9 @@ def test_hook_synthesize(fakes, smoke_workspace):
 
 
 def test_hook_register_datasets(fakes, rd3_settings):
-    from rd3_harness.data.registry import open_dataset
+    from rd3_harness.data.datasets import open_dataset
 
-    info, train, test = open_dataset("kit-tiny", rd3_settings)
+    info, train, test = open_dataset(get_plugins().registries.datasets, "kit-tiny", rd3_settings)
     assert (info.num_classes, len(train), len(test), train.channels) == (4, 32, 8, 1)
     listed = {d["name"]: d for d in cli_json("datasets", "list")}
     assert listed["kit-tiny"]["present"] and listed["kit-tiny"]["classes"] == 4
@@ -67,7 +68,7 @@ def test_hook_register_datasets(fakes, rd3_settings):
 def test_hook_register_models(fakes):
     from rd3_harness.models import create_model
 
-    model = create_model("kit-mlp", num_classes=4, in_channels=1, resolution=8)
+    model = create_model(get_plugins().registries.models, "kit-mlp", num_classes=4, in_channels=1, resolution=8)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
     assert cli_json("models", "list", "kit-*") == [{"name": "kit-mlp", "description": "one linear layer (kit tests)"}]
 

@@ -11,7 +11,7 @@ import yaml
 
 from rd3_harness.cli.protocol import schema_text
 from rd3_harness.errors import ProtocolError
-from rd3_harness.protocol import diff_settings, dump_yaml, load_protocol, parse_protocol, protocol_hash, settings
+from rd3_harness.protocol import diff_settings, dump_yaml, load_protocol, parse_protocol, protocol_hash, setting_values
 from rd3_harness.protocol.diff import flatten
 from rd3_harness.protocol.io import parse_document
 
@@ -88,7 +88,7 @@ def test_every_single_setting_change_changes_the_hash():
     base = protocol_hash(protocol)
     data = protocol.model_dump(mode="json")
     changed = 0
-    for path, value in flatten(settings(protocol)).items():
+    for path, value in flatten(setting_values(protocol)).items():
         new = _mutate(value)
         if new is None or new == value:
             continue
@@ -165,3 +165,51 @@ def test_unsafe_yaml_is_refused(text, message):
 
 def test_scientific_notation_reads_as_float():
     assert parse_document("lr: 1e-3") == {"lr": 0.001}
+
+
+FIELDS_V01 = Path(__file__).with_name("protocol_fields_v0.1.txt")
+
+
+def _schema_fields() -> dict[str, object]:
+    import pydantic
+
+    from rd3_harness.protocol import schema
+
+    return {
+        f"{name}.{field}": info
+        for name, cls in vars(schema).items()
+        if isinstance(cls, type) and issubclass(cls, pydantic.BaseModel) and cls.__module__ == schema.__name__
+        for field, info in cls.model_fields.items()
+    }
+
+
+def test_fields_added_since_the_hash_rule_froze_are_declared_as_added_settings():
+    from rd3_harness.protocol.schema import is_added_setting
+
+    frozen = set(FIELDS_V01.read_text().split())
+    new = {k for k, info in _schema_fields().items() if k not in frozen and not is_added_setting(info)}
+    assert not new, f"declare new protocol fields with schema.added_setting(default) so no hash changes: {new}"
+
+
+def test_a_new_setting_with_a_default_leaves_every_existing_hash_unchanged():
+    from pydantic import create_model
+
+    from rd3_harness.protocol import schema
+    from rd3_harness.protocol.io import hashed_settings
+    from rd3_harness.protocol.schema import added_setting
+
+    shipped = sorted((Path(__file__).parents[1] / "protocols").rglob("*.yaml"))
+    assert len(shipped) >= 50
+    # Evaluation gains `storage_dtype` (default "uint8"); Protocol is rebuilt on the extended model
+    Evaluation2 = create_model("Evaluation2", __base__=schema.Evaluation, storage_dtype=(str, added_setting("uint8")))
+    Protocol2 = create_model("Protocol2", __base__=schema.Protocol, evaluation=(Evaluation2, ...))
+    for path in shipped:
+        old = load_protocol(path)
+        new = Protocol2.model_validate(old.model_dump(mode="json"))
+        assert new.evaluation.storage_dtype == "uint8"
+        assert protocol_hash(new) == protocol_hash(old), path
+        data = old.model_dump(mode="json")
+        data["evaluation"]["storage_dtype"] = "float32"
+        changed = Protocol2.model_validate(data)
+        assert protocol_hash(changed) != protocol_hash(old), path
+        assert hashed_settings(changed)["evaluation"]["storage_dtype"] == "float32"

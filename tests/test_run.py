@@ -191,5 +191,5 @@ def test_teacher_changes_fail_and_teacher_training_is_not_synthesis_time(env, sm
         return load(spec)
 
     monkeypatch.setattr(smoke_workspace, "teacher", slow_load)
-    cost = synthesize(smoke_workspace, "reader", reuse=False).manifest["synthesis"]
+    cost = synthesize(get_plugins(), smoke_workspace, "reader", reuse=False).manifest["synthesis"]
     assert cost["teacher_load_wall_s"] >= 1.0 and cost["wall_s"] < 0.5

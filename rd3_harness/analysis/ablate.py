@@ -30,8 +30,9 @@ from pydantic import ValidationError
 
 from rd3_harness.analysis.leaderboard import ABLATION_SOURCE
 from rd3_harness.errors import Rd3Error, UsageError
+from rd3_harness.hashing import short_hash
 from rd3_harness.protocol.diff import Change, diff_settings, plain
-from rd3_harness.protocol.io import protocol_hash, short_hash
+from rd3_harness.protocol.io import protocol_hash
 from rd3_harness.protocol.schema import METADATA, Protocol
 from rd3_harness.results.record import nan_to_none, now
 from rd3_harness.results.stats import summarize
@@ -139,13 +140,12 @@ def _one_student(protocol: Protocol, name: str) -> dict[str, Any]:
 
 
 def _validated(data: dict[str, Any]) -> Protocol | None:
-    from rd3_harness.protocol.library import semantic_problems
-
+    """The protocol of a trial step, or None if it does not validate (every name in it comes from
+    one of the two validated end points, so the registries need no second look)."""
     try:
-        protocol = Protocol.model_validate(data)
+        return Protocol.model_validate(data)
     except ValidationError:
         return None
-    return None if semantic_problems(protocol) else protocol
 
 
 def _with_metadata(data: dict[str, Any], **meta: str) -> Protocol:
@@ -325,6 +325,7 @@ def ablate(
     source_ref: str,
     target_ref: str,
     *,
+    plugins,
     settings,
     plugin: str | None = None,
     synset_dir: Path | None = None,
@@ -332,24 +333,25 @@ def ablate(
     student: str | None = None,
     reuse: bool = True,
 ) -> Ablation:
-    """Make (or load) the synthetic set under `source_ref`, then evaluate every step of the plan,
-    reusing stored runs of a step's protocol on the same set unless `reuse` is False."""
+    """Make (or load) the synthetic set under `source_ref` (with the loaded `plugins`), then evaluate
+    every step of the plan, reusing stored runs of a step's protocol on the same set unless `reuse`
+    is False."""
     from rd3_harness import runner
     from rd3_harness.data.synset import load_synset
-    from rd3_harness.plugins import get_plugins
     from rd3_harness.protocol.library import resolve_protocol
     from rd3_harness.results.record import PluginRef
     from rd3_harness.results.store import Store
+    from rd3_harness.workspace import Workspace
 
     if (plugin is None) == (synset_dir is None):
         raise UsageError("give exactly one of --plugin NAME or --synset DIR")
-    a, a_path = resolve_protocol(source_ref)
-    b, _ = resolve_protocol(target_ref)
+    a, a_path = resolve_protocol(plugins.registries, source_ref)
+    b, _ = resolve_protocol(plugins.registries, target_ref)
     steps_plan = plan(a, b, student)
-    ws = runner.Workspace(a, str(a_path), settings)
+    ws = Workspace(a, str(a_path), settings, plugins.registries)
     if plugin is not None:
-        record = get_plugins().method(plugin)
-        synth = runner.synthesize(ws, plugin, config or {})
+        record = plugins.method(plugin)
+        synth = runner.synthesize(plugins, ws, plugin, config or {})
         ref = PluginRef(name=plugin, version=record.version, distribution=record.distribution)
     else:
         if config:

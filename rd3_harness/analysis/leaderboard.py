@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rd3_harness.errors import UsageError
-from rd3_harness.protocol.io import short_hash
+from rd3_harness.hashing import short_hash
 from rd3_harness.results.record import Run, RunRecord, nan_to_none
 from rd3_harness.results.stats import summarize, welch_t_test
 
@@ -140,13 +140,13 @@ def boards(store, protocol_hash: str | None = None, student: str | None = None) 
     return out
 
 
-def resolve_hash(store, ref: str) -> str:
+def resolve_hash(registries, store, ref: str) -> str:
     """A protocol's hash from a file or registered name, or a unique hash prefix found in the store."""
     from rd3_harness.protocol.io import protocol_hash
     from rd3_harness.protocol.library import resolve_protocol
 
     try:
-        protocol, _ = resolve_protocol(ref, check=False)
+        protocol, _ = resolve_protocol(registries, ref, check=False)
         return protocol_hash(protocol)
     except UsageError:
         prefix = ref.lower()

@@ -16,7 +16,7 @@ from typing import Any
 
 from rd3_harness.analysis.leaderboard import FOOTNOTE, Board, Entry, boards, resolve_hash, title
 from rd3_harness.errors import UsageError
-from rd3_harness.protocol.io import short_hash
+from rd3_harness.hashing import short_hash
 
 ABLATIONS = "ablations"
 
@@ -150,13 +150,13 @@ class Pair:
     standard: Entry
 
 
-def legacy_pairs(store, standard: Board, pattern: str) -> list[Pair]:
+def legacy_pairs(registries, store, standard: Board, pattern: str) -> list[Pair]:
     """Each method of `standard` with its entry under its own legacy protocol, found by formatting
     `pattern` with the method name (e.g. `cpu/legacy-{method}.v1`); methods without one are left out."""
     pairs = []
     for e in standard.entries:
         try:
-            h = resolve_hash(store, pattern.format(method=e.method))
+            h = resolve_hash(registries, store, pattern.format(method=e.method))
         except UsageError:
             continue
         if h == standard.protocol_hash:
@@ -226,8 +226,10 @@ def report(
     protocol_hash: str | None = None,
     student: str | None = None,
     legacy: str | None = None,
+    registries=None,
 ) -> list[Path]:
-    """Draw every figure; returns the files written."""
+    """Draw every figure; returns the files written. `legacy` (a protocol-name pattern resolved in
+    `registries`) adds the legacy-versus-standard figure."""
     pyplot()
     written = []
     tables = boards(store, protocol_hash, student)
@@ -236,7 +238,7 @@ def report(
         written.append(efficiency_figure(b, figures / f"efficiency-{stem}.png"))
         written.append(accuracy_figure(b, figures / f"accuracy-{stem}.png"))
         if legacy:
-            pairs = legacy_pairs(store, b, legacy)
+            pairs = legacy_pairs(registries, store, b, legacy)
             if pairs:
                 written.append(legacy_figure(pairs, b, figures / f"legacy-vs-standard-{stem}.png"))
     for path, data in saved_ablations(out):

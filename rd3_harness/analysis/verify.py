@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from rd3_harness.errors import ProtocolError, UsageError
+from rd3_harness.hashing import short_hash
 from rd3_harness.protocol.diff import Change, diff_settings, plain, value_text
-from rd3_harness.protocol.io import parse_protocol, protocol_hash, short_hash
+from rd3_harness.protocol.io import parse_protocol, protocol_hash
 from rd3_harness.protocol.schema import Protocol
 from rd3_harness.results.record import Run, RunRecord, summarize_records
 

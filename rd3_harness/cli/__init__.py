@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from rd3_harness import __version__
 from rd3_harness.cli.common import err
 from rd3_harness.errors import ProtocolError, Rd3Error
+from rd3_harness.version import __version__
 
 
 class Rd3Group(TyperGroup):
@@ -61,9 +61,9 @@ def _root(
     """rd3-harness command line."""
     import logging
 
-    import torch
+    if threads is not None:  # only then: commands that train nothing must not pay for importing torch
+        import torch
 
-    if threads is not None:
         torch.set_num_threads(threads)
     from rich.logging import RichHandler
 

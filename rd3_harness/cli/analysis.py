@@ -8,9 +8,21 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rd3_harness.cli.common import DeviceOpt, JsonOpt, OutOpt, err, out, parse_pairs, pct, print_json, settings
+from rd3_harness.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    err,
+    out,
+    parse_pairs,
+    pct,
+    plugins,
+    print_json,
+    registries,
+    runtime_settings,
+)
 from rd3_harness.errors import UsageError
-from rd3_harness.protocol import short_hash
+from rd3_harness.hashing import short_hash
 
 StudentOpt = Annotated[
     str | None, typer.Option("--student", help="Student architecture to follow [default: see the command's help].")
@@ -47,11 +59,12 @@ def ablate(
     from rd3_harness.analysis.report import ABLATIONS
     from rd3_harness.progress import rich_progress
 
-    s = settings(out_dir, device)
+    s = runtime_settings(out_dir, device)
     with rich_progress(err):
         result = ab.ablate(
             source,
             target,
+            plugins=plugins(),
             settings=s,
             plugin=plugin,
             synset_dir=synset,
@@ -118,7 +131,7 @@ def leaderboard(
     from rd3_harness.analysis import leaderboard as lb
 
     store = _store(out_dir)
-    h = lb.resolve_hash(store, protocol) if protocol else None
+    h = lb.resolve_hash(registries(), store, protocol) if protocol else None
     tables = lb.boards(store, h, student)
     if not tables:
         where = f"under sha256:{short_hash(h)} " if h else ""
@@ -167,9 +180,17 @@ def report(
     from rd3_harness.analysis.report import report as draw
 
     store = _store(out_dir)
-    folder = settings(out_dir).out
-    h = lb.resolve_hash(store, protocol) if protocol else None
-    written = draw(store, folder, figures or folder / "figures", protocol_hash=h, student=student, legacy=legacy)
+    folder = runtime_settings(out_dir).out
+    h = lb.resolve_hash(registries(), store, protocol) if protocol else None
+    written = draw(
+        store,
+        folder,
+        figures or folder / "figures",
+        protocol_hash=h,
+        student=student,
+        legacy=legacy,
+        registries=registries(),
+    )
     if as_json:
         print_json([str(p) for p in written])
     else:

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rd3_harness.cli.common import DataRootOpt, JsonOpt, out, print_json, settings
-from rd3_harness.data.registry import datasets
+from rd3_harness.cli.common import DataRootOpt, JsonOpt, out, print_json, registries, runtime_settings
 from rd3_harness.models import describe, list_models
 
 datasets_app = typer.Typer(help="Registered datasets and whether they are present.", no_args_is_help=True)
@@ -18,9 +17,9 @@ models_app = typer.Typer(help="Registered architectures.", no_args_is_help=True)
 @datasets_app.command("list")
 def list_datasets(as_json: JsonOpt = False, data_root: DataRootOpt = None) -> None:
     """Each dataset: classes, channels, resolution, and where it was found (or how to get it)."""
-    root = settings(data_root=data_root).data_root
+    root = runtime_settings(data_root=data_root).data_root
     rows = []
-    for name, info in sorted(datasets().items()):
+    for name, info in sorted(registries().datasets.items()):
         found = info.locate(root)
         rows.append(
             {
@@ -55,13 +54,14 @@ def list_models_(
     as_json: JsonOpt = False,
 ) -> None:
     """Architectures by name; any `timm:NAME` also works."""
-    names = list_models(pattern)
+    known = registries().models
+    names = list_models(known, pattern)
     if as_json:
-        print_json([{"name": n, "description": describe(n)} for n in names])
+        print_json([{"name": n, "description": describe(known, n)} for n in names])
         return
     table = Table("name", "description", box=None)
     for n in names:
-        table.add_row(n, describe(n))
+        table.add_row(n, describe(known, n))
     out.print(table)
     if pattern == "*":
         out.print("timm:NAME  any model of timm.list_models()", markup=False)

@@ -1,4 +1,5 @@
-"""Shared CLI pieces: consoles (messages on stderr, data on stdout), options, settings."""
+"""Shared CLI pieces: consoles (messages on stderr, data on stdout), options, runtime settings,
+the loaded plugins. Imports no torch: commands import what they need when they run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import typer
 from rich.console import Console
 
 from rd3_harness.errors import UsageError
+from rd3_harness.plugins import Plugins, get_plugins
 from rd3_harness.protocol.library import DEFAULT_PROTOCOL
+from rd3_harness.registry import Registries
 from rd3_harness.settings import Settings
 
 err = Console(stderr=True, soft_wrap=True)
@@ -38,7 +41,17 @@ DataRootOpt = Annotated[
 ]
 
 
-def settings(
+def plugins() -> Plugins:
+    """The installed plugins (loaded once per process)."""
+    return get_plugins()
+
+
+def registries() -> Registries:
+    """What the installed plugins registered: datasets, architectures, protocols."""
+    return get_plugins().registries
+
+
+def runtime_settings(
     out_dir: Path | None = None,
     device: str | None = None,
     download: bool = False,

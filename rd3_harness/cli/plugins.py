@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rd3_harness.cli.common import JsonOpt, err, out, print_json
+from rd3_harness.cli.common import JsonOpt, err, out, plugins, print_json
 from rd3_harness.errors import UsageError
-from rd3_harness.plugins import get_plugins
 
 app = typer.Typer(help="Installed plugins: methods and registries.", invoke_without_command=True)
 
@@ -31,7 +30,7 @@ def list_(
     all_: Annotated[bool, typer.Option("--all", help="Include built-in registry plugins.")] = False,
 ) -> None:
     """List plugins with version, distribution, hooks and status."""
-    records = [r for r in get_plugins().records.values() if all_ or r.method is not None or r.error or not r.builtin]
+    records = [r for r in plugins().records.values() if all_ or r.method is not None or r.error or not r.builtin]
     if as_json:
         print_json([r.as_dict() for r in records])
         return
@@ -55,7 +54,7 @@ def list_(
 @app.command()
 def info(name: Annotated[str, typer.Argument(help="Plugin name.")], as_json: JsonOpt = False) -> None:
     """One plugin: its method, config keys with defaults, paper."""
-    record = get_plugins().records.get(name)
+    record = plugins().records.get(name)
     if record is None:
         raise UsageError(f"no plugin named {name!r}; see `rd3h plugins`")
     data = record.as_dict()

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rd3_harness.cli.common import JsonOpt, ProtocolArg, err, out, print_json
+from rd3_harness.cli.common import JsonOpt, ProtocolArg, err, out, print_json, registries
 from rd3_harness.errors import ProtocolError, UsageError
 from rd3_harness.protocol import diff_metadata, diff_settings, dump_yaml, protocol_hash, short_hash
 from rd3_harness.protocol.diff import plain, value_text
-from rd3_harness.protocol.library import registered_protocols, resolve_protocol
+from rd3_harness.protocol.library import resolve_protocol
 from rd3_harness.protocol.schema import Protocol
 
 app = typer.Typer(help="Validate, hash, show and compare protocols.", no_args_is_help=True)
@@ -34,9 +34,9 @@ def schema_text() -> str:
 def list_(as_json: JsonOpt = False) -> None:
     """Registered protocols (shipped and from plugins) with their hashes."""
     rows = []
-    for name, path in sorted(registered_protocols().items()):
+    for name, path in sorted(registries().protocols.items()):
         try:
-            p, _ = resolve_protocol(path, check=False)
+            p, _ = resolve_protocol(registries(), path, check=False)
             rows.append(
                 {
                     "name": name,
@@ -67,7 +67,7 @@ def list_(as_json: JsonOpt = False) -> None:
 @app.command()
 def show(protocol: ProtocolArg, as_json: JsonOpt = False) -> None:
     """The protocol with every default written out, and its hash."""
-    p, path = resolve_protocol(protocol, check=False)
+    p, path = resolve_protocol(registries(), protocol, check=False)
     if as_json:
         print_json({"hash": protocol_hash(p), "source": str(path), "protocol": p.model_dump(mode="json")})
         return
@@ -84,7 +84,7 @@ def validate(
     results = []
     for ref in protocols:
         try:
-            p, path = resolve_protocol(ref)
+            p, path = resolve_protocol(registries(), ref)
             results.append({"protocol": ref, "valid": True, "hash": protocol_hash(p), "problems": []})
         except ProtocolError as exc:
             results.append({"protocol": ref, "valid": False, "hash": None, "problems": exc.problems})
@@ -112,7 +112,7 @@ def hash_(
     """The sha256 of each protocol's settings (metadata, key order and formatting excluded)."""
     rows = []
     for ref in protocols:
-        p, _ = resolve_protocol(ref, check=False)
+        p, _ = resolve_protocol(registries(), ref, check=False)
         rows.append({"protocol": ref, "hash": protocol_hash(p)})
     if as_json:
         print_json(rows)
@@ -124,8 +124,8 @@ def hash_(
 @app.command()
 def diff(a: ProtocolArg, b: ProtocolArg, as_json: JsonOpt = False) -> None:
     """Every setting that differs between two protocols."""
-    pa, _ = resolve_protocol(a, check=False)
-    pb, _ = resolve_protocol(b, check=False)
+    pa, _ = resolve_protocol(registries(), a, check=False)
+    pb, _ = resolve_protocol(registries(), b, check=False)
     changes, meta = diff_settings(pa, pb), diff_metadata(pa, pb)
     ha, hb = protocol_hash(pa), protocol_hash(pb)
     if as_json:

@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rd3_harness.cli.common import JsonOpt, OutOpt, out, pct, print_json, settings
+from rd3_harness.cli.common import JsonOpt, OutOpt, out, pct, print_json, registries, runtime_settings
 from rd3_harness.errors import UsageError
-from rd3_harness.protocol import short_hash
+from rd3_harness.hashing import short_hash
 from rd3_harness.results.store import STORE_NAME, Store, export_document
 
 app = typer.Typer(help="Stored results.", no_args_is_help=True)
@@ -21,7 +21,7 @@ RunArg = Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).
 
 
 def open_store(out_dir) -> Store:
-    folder = settings(out_dir).out
+    folder = runtime_settings(out_dir).out
     if not (folder / STORE_NAME).is_file():
         raise UsageError(f"no results store in {folder} (run `rd3h run` first, or pass --out)")
     return Store.in_folder(folder)
@@ -141,7 +141,7 @@ def verify(
     from rd3_harness.analysis.verify import verify as check
     from rd3_harness.protocol.library import resolve_protocol
 
-    named = resolve_protocol(protocol, check=False)[0] if protocol else None
+    named = resolve_protocol(registries(), protocol, check=False)[0] if protocol else None
     verdict = check(read_export(record), protocol=named, protocol_ref=protocol, synset_dir=synset)
     if as_json:
         print_json(verdict.as_dict())

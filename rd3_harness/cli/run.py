@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rd3_harness import distributed
 from rd3_harness.cli.common import (
     DataRootOpt,
     DeviceOpt,
@@ -22,12 +21,14 @@ from rd3_harness.cli.common import (
     parse_pairs,
     parse_seeds,
     pct,
+    plugins,
     print_json,
-    settings,
+    registries,
+    runtime_settings,
 )
 from rd3_harness.errors import UsageError
+from rd3_harness.hashing import short_hash
 from rd3_harness.progress import rich_progress
-from rd3_harness.protocol import short_hash
 
 PluginOpt = Annotated[str, typer.Option("--plugin", help="Method plugin name (see `rd3h plugins`).")]
 ConfigOpt = Annotated[
@@ -102,13 +103,14 @@ def run(
 
     Rerunning an interrupted command continues it (finished evaluations are kept, an unfinished
     one resumes from its last epoch checkpoint) unless --restart is given."""
-    from rd3_harness import runner
+    from rd3_harness import distributed, runner
 
-    s = settings(out_dir, device, download, data_root, resume=not restart)
+    s = runtime_settings(out_dir, device, download, data_root, resume=not restart)
     world = distributed.init_from_env(s.torch_device)
     try:
         with rich_progress(err) if world.main else contextlib.nullcontext():
             outcome = runner.run(
+                plugins(),
                 plugin,
                 protocol,
                 settings=s,
@@ -138,11 +140,12 @@ def synthesize(
 ) -> None:
     """Only synthesize: save the set (manifest.json + images.safetensors + grid.png)."""
     from rd3_harness import runner
+    from rd3_harness.workspace import open_workspace
 
-    s = settings(out_dir, device, download, data_root)
+    s = runtime_settings(out_dir, device, download, data_root)
     with rich_progress(err):
-        ws = runner.open_workspace(protocol, s)
-        result = runner.synthesize(ws, plugin, _config(config, config_file), reuse=not fresh)
+        ws = open_workspace(registries(), protocol, s)
+        result = runner.synthesize(plugins(), ws, plugin, _config(config, config_file), reuse=not fresh)
     if as_json:
         print_json({"folder": str(result.folder), "reused": result.reused, "manifest": result.manifest})
     else:
@@ -173,12 +176,13 @@ def evaluate(
     from rd3_harness import runner
     from rd3_harness.data.synset import import_image_folder, is_image_folder, load_synset, save_synset
     from rd3_harness.results.store import Store
+    from rd3_harness.workspace import open_workspace
 
     if not synset.is_dir():
         raise UsageError(f"{synset}: not a folder")
-    s = settings(out_dir, device, download, data_root, resume=not restart)
+    s = runtime_settings(out_dir, device, download, data_root, resume=not restart)
     with rich_progress(err):
-        ws = runner.open_workspace(protocol, s, parse_seeds(seeds))
+        ws = open_workspace(registries(), protocol, s, parse_seeds(seeds))
         p = ws.protocol
         if (synset / "manifest.json").is_file():
             data, manifest = load_synset(synset)

@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from rd3_harness.cli.common import DataRootOpt, DeviceOpt, JsonOpt, err, out, parse_pairs, print_json, settings
+from rd3_harness.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    JsonOpt,
+    err,
+    out,
+    parse_pairs,
+    plugins,
+    print_json,
+    registries,
+    runtime_settings,
+)
 from rd3_harness.plugins import ENTRY_POINT_GROUP
 
 app = typer.Typer(help="Write a method plugin: scaffold a package, check one.", no_args_is_help=True)
@@ -21,7 +32,7 @@ def new(
     directory: Annotated[Path, typer.Option("--dir", help="Folder in which to create rd3-plugin-NAME/.")] = Path("."),
 ) -> None:
     """Scaffold rd3-plugin-NAME/: entry point, a working synthesize, frozen config, README, kit tests."""
-    from rd3_harness.scaffold import scaffold
+    from rd3_harness.kit.scaffold import scaffold
 
     folder = scaffold(name, directory)
     out.print(str(folder), markup=False, highlight=False)
@@ -51,17 +62,19 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the kit's conformance checks on an installed plugin (smoke protocol; exit 1 on problems)."""
+    from rd3_harness.kit.conformance import check_plugin
+    from rd3_harness.kit.contexts import SMOKE_PROTOCOL
     from rd3_harness.progress import rich_progress
-    from rd3_harness.runner import open_workspace
-    from rd3_harness.testing import SMOKE_PROTOCOL, check_plugin
+    from rd3_harness.workspace import open_workspace
 
     with tempfile.TemporaryDirectory() as tmp, rich_progress(err):
-        s = settings(Path(tmp), device, data_root=data_root)
+        s = runtime_settings(Path(tmp), device, data_root=data_root)
         report = check_plugin(
             name,
             config=parse_pairs(config) if config else None,
-            workspace=open_workspace(SMOKE_PROTOCOL, s),
+            workspace=open_workspace(registries(), SMOKE_PROTOCOL, s),
             strict=False,
+            plugins=plugins(),
         )
     if as_json:
         print_json(report.as_dict())

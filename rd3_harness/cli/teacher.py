@@ -16,7 +16,8 @@ from rd3_harness.cli.common import (
     err,
     out,
     print_json,
-    settings,
+    registries,
+    runtime_settings,
 )
 from rd3_harness.progress import rich_progress
 
@@ -33,17 +34,17 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train (or load from the cache) every teacher the protocol names; print checksums and accuracy."""
-    from rd3_harness.runner import open_workspace
     from rd3_harness.teachers import get_teacher, protocol_teachers
+    from rd3_harness.workspace import open_workspace
 
-    s = settings(None, device, download, data_root)
-    ws = open_workspace(protocol, s)
+    s = runtime_settings(None, device, download, data_root)
+    ws = open_workspace(registries(), protocol, s)
     p = ws.protocol
     rows = []
     with rich_progress(err):
         for spec in protocol_teachers(p):
             if spec.kind == "trained":
-                t = get_teacher(spec, p.dataset, s, ws.train, ws.test, retrain=retrain)
+                t = get_teacher(ws.registries.models, spec, p.dataset, s, ws.train, ws.test, retrain=retrain)
             else:
                 t = ws.teacher(spec)
             rows.append(t.as_record())
@@ -66,8 +67,8 @@ def show(protocol: ProtocolOpt = None, as_json: JsonOpt = False) -> None:
     from rd3_harness.protocol.library import resolve_protocol
     from rd3_harness.teachers import cache_paths, protocol_teachers
 
-    p, _ = resolve_protocol(protocol)
-    s = settings()
+    p, _ = resolve_protocol(registries(), protocol)
+    s = runtime_settings()
     rows = []
     for spec in protocol_teachers(p):
         row = {"architecture": spec.architecture, "kind": spec.kind}

@@ -21,13 +21,6 @@ def _open_maybe_gz(path: Path) -> bytes:
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
-def find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}.gz", stem):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def read_idx(path: Path) -> torch.Tensor:
     """An idx file (uint8 payload) as a tensor of its declared shape."""
     data = _open_maybe_gz(path)

@@ -12,10 +12,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rd3_harness.contract import SyntheticSet
 from rd3_harness.data.readers import IMAGE_SUFFIXES, decode_image, scan_image_folder
 from rd3_harness.errors import UsageError
 from rd3_harness.files import atomic_write, file_sha256
-from rd3_harness.synthesis import SyntheticSet
 
 FORMAT = "rd3-synset/1"
 MANIFEST, TENSORS, GRID = "manifest.json", "images.safetensors", "grid.png"

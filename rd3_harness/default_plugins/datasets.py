@@ -1,26 +1,35 @@
 """Built-in datasets: the MNIST family and CIFAR (torchvision layouts), Tiny-ImageNet and the
-ImageNet family (ImageFolder layouts)."""
+ImageNet family (ImageFolder layouts). Registering them imports no torch; reading one does."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rd3_harness.data.readers import find_idx, read_cifar_batches, read_idx, read_tiny_val, scan_image_folder
-from rd3_harness.data.real import FolderSplit, Split, TensorSplit
-from rd3_harness.data.registry import DatasetInfo
 from rd3_harness.errors import UsageError
 from rd3_harness.hookspecs import hookimpl
+from rd3_harness.registry import DatasetInfo
+
+if TYPE_CHECKING:
+    from rd3_harness.data.real import Split
 
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    return next((folder / n for n in (f"{stem}.gz", stem) if (folder / n).is_file()), None)
+
+
 def _idx_present(folder: Path) -> bool:
-    return all(find_idx(folder, stem) for stem in IDX)
+    return all(_find_idx(folder, stem) for stem in IDX)
 
 
 def _idx_load(folder: Path) -> tuple[Split, Split]:
-    xtr, ytr, xte, yte = (read_idx(find_idx(folder, stem)) for stem in IDX)
+    from rd3_harness.data.readers import read_idx
+    from rd3_harness.data.real import TensorSplit
+
+    xtr, ytr, xte, yte = (read_idx(_find_idx(folder, stem)) for stem in IDX)
     return TensorSplit(xtr[:, None], ytr.long()), TensorSplit(xte[:, None], yte.long())
 
 
@@ -54,6 +63,9 @@ def _mnist_family(name: str, folder: str, tv_name: str, mean: float, std: float,
 
 def _cifar(name: str, classes: int, folder: str, train: list[str], test: list[str], key: str, mean, std):
     def load(path: Path) -> tuple[Split, Split]:
+        from rd3_harness.data.readers import read_cifar_batches
+        from rd3_harness.data.real import TensorSplit
+
         xtr, ytr = read_cifar_batches(path, train, key)
         xte, yte = read_cifar_batches(path, test, key)
         return TensorSplit(xtr, ytr), TensorSplit(xte, yte)
@@ -76,6 +88,9 @@ def _cifar(name: str, classes: int, folder: str, train: list[str], test: list[st
 
 def _folder_dataset(name: str, classes: int, resolution: int, folders: list[str], how: str, download=None):
     def load(path: Path) -> tuple[Split, Split]:
+        from rd3_harness.data.readers import read_tiny_val, scan_image_folder
+        from rd3_harness.data.real import FolderSplit
+
         files, labels, names = scan_image_folder(path / "train")
         val = path / "val"
         if (val / "val_annotations.txt").is_file():  # Tiny-ImageNet as distributed

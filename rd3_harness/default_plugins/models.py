@@ -1,10 +1,30 @@
-"""Built-in architectures: the ConvNet family and CIFAR-stem ResNets."""
+"""Built-in architectures: the ConvNet family and CIFAR-stem ResNets. Registering them imports
+no torch; building one does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rd3_harness.hookspecs import hookimpl
-from rd3_harness.models.convnet import convnet_factory
-from rd3_harness.models.resnet_cifar import resnet_cifar_factory
+
+
+def convnet_factory(depth: int, width: int, norm: str) -> Callable:
+    def factory(**kwargs):
+        from rd3_harness.models.convnet import convnet_factory as build
+
+        return build(depth, width, norm)(**kwargs)
+
+    return factory
+
+
+def resnet_cifar_factory(arch: str) -> Callable:
+    def factory(**kwargs):
+        from rd3_harness.models.resnet_cifar import resnet_cifar_factory as build
+
+        return build(arch)(**kwargs)
+
+    return factory
+
 
 DEPTHS = range(1, 7)
 WIDTHS = (32, 64, 128, 256)

@@ -3,11 +3,10 @@ drawn uniformly without replacement with the run's generator."""
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel
 
+from rd3_harness.contract import MethodInfo, SyntheticSet
 from rd3_harness.hookspecs import hookimpl
-from rd3_harness.synthesis import MethodInfo, SyntheticSet
 
 
 class Config(BaseModel, frozen=True, extra="forbid"):
@@ -27,6 +26,8 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
+    import torch
+
     indices = torch.cat([ctx.real_data.sample_indices(c, ctx.ipc, ctx.generator) for c in range(ctx.num_classes)])
     labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
     return SyntheticSet(images=ctx.real_data.get(indices), labels=labels, meta={"indices": indices.tolist()})

@@ -1,84 +1,81 @@
-"""The model registry, timm-style: `list_models(pattern)` and `create_model(name, ...)`.
+"""Architectures by name, timm-style: `list_models(known, pattern)` and `create_model(known, name, ...)`,
+where `known` is `Registries.models`.
 
 Names resolve in this order: architectures registered by plugins (`register_models`; the core
 registers the ConvNet family and CIFAR-stem ResNets), `timm:NAME` through `timm.create_model`,
 then any torchvision classifier by its builder name. Input channels and class count follow the
-dataset; weights are always freshly initialised (teachers load theirs separately).
+dataset; weights are always freshly initialised (teachers load theirs separately). Importing this
+package does not import torch; building a model does.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import torch
-from torch import nn
+import importlib.metadata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rd3_harness.errors import UsageError
+from rd3_harness.registry import ModelEntry
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    factory: Callable[..., nn.Module]
-    description: str = ""
-
-
-class ChannelRepeat(nn.Module):
-    """Feeds a 1-channel input to a 3-channel torchvision model by repeating the channel."""
-
-    def __init__(self, model: nn.Module, channels: int = 3):
-        super().__init__()
-        self.channels, self.model = channels, model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.expand(-1, self.channels, -1, -1))
-
-
-def registered() -> dict[str, ModelEntry]:
-    from rd3_harness.plugins import get_plugins
-
-    return get_plugins().models
+TORCHVISION_NAMES = Path(__file__).with_name("torchvision_classifiers.txt")
+TORCHVISION_NAMES_VERSION = "0.29.1"
+"""The torchvision release whose classifier names `torchvision_classifiers.txt` lists (a test
+checks the list against the installed torchvision)."""
 
 
 @functools.cache
 def torchvision_classifiers() -> tuple[str, ...]:
+    """Builder names of torchvision's classifiers; read from the shipped list when the installed
+    torchvision is the release it was made from, so that name checks need no torch import."""
+    try:
+        installed = importlib.metadata.version("torchvision").split("+")[0]
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed == TORCHVISION_NAMES_VERSION:
+        return tuple(TORCHVISION_NAMES.read_text().split())
     import torchvision
 
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
-def list_models(pattern: str = "*") -> list[str]:
+def list_models(known: Mapping[str, ModelEntry], pattern: str = "*") -> list[str]:
     """Registered names and torchvision classifiers matching a shell pattern (timm:NAME not listed:
     any name of `timm.list_models()` works)."""
-    names = set(registered()) | set(torchvision_classifiers())
+    names = set(known) | set(torchvision_classifiers())
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
-def describe(name: str) -> str:
-    entry = registered().get(name)
+def describe(known: Mapping[str, ModelEntry], name: str) -> str:
+    entry = known.get(name)
     if entry is not None:
         return entry.description
     return "torchvision classifier" if name in torchvision_classifiers() else ""
 
 
-def is_known(name: str) -> bool:
-    return name in registered() or name.startswith("timm:") or name in torchvision_classifiers()
+def is_known(known: Mapping[str, ModelEntry], name: str) -> bool:
+    return name in known or name.startswith("timm:") or name in torchvision_classifiers()
 
 
-def create_model(name: str, *, num_classes: int, in_channels: int = 3, resolution: int = 224) -> nn.Module:
+def create_model(
+    known: Mapping[str, ModelEntry], name: str, *, num_classes: int, in_channels: int = 3, resolution: int = 224
+) -> nn.Module:
     """Build a freshly initialised model for a dataset (seed the global RNG first for
     reproducible weights)."""
-    entry = registered().get(name)
+    entry = known.get(name)
     if entry is not None:
         return entry.factory(num_classes=num_classes, in_channels=in_channels, resolution=resolution)
     if name.startswith("timm:"):
         return _timm(name[5:], num_classes, in_channels, resolution)
     if name in torchvision_classifiers():
         return _torchvision(name, num_classes, in_channels, resolution)
-    close = fnmatch.filter(list_models(), f"*{name.split('_')[0]}*")[:8]
+    close = fnmatch.filter(list_models(known), f"*{name.split('_')[0]}*")[:8]
     hint = f" Similar: {', '.join(close)}." if close else ""
     raise UsageError(f"unknown architecture {name!r}.{hint} See `rd3h models list`.")
 
@@ -88,7 +85,11 @@ def _torchvision(name: str, num_classes: int, in_channels: int, resolution: int)
 
     kwargs = {"image_size": resolution} if name.startswith("vit_") else {}
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
-    return model if in_channels == 3 else ChannelRepeat(model)
+    if in_channels == 3:
+        return model
+    from rd3_harness.models.layers import ChannelRepeat
+
+    return ChannelRepeat(model)
 
 
 def _timm(name: str, num_classes: int, in_channels: int, resolution: int) -> nn.Module:
@@ -104,6 +105,8 @@ def _timm(name: str, num_classes: int, in_channels: int, resolution: int) -> nn.
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
+    from torch import nn
+
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise UsageError(f"{type(model).__name__} has no linear classifier to take features from")
@@ -121,19 +124,22 @@ def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return captured[-1].flatten(1)
 
 
-@torch.no_grad()
 def embed_real(model: nn.Module, real_data, indices: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Penultimate-layer features [n, d] (float32) of the real images at `indices` (a `RealData`),
     computed in batches on the data's device."""
-    return torch.cat([embed(model, real_data.get(chunk)).float() for chunk in indices.split(batch_size)])
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([embed(model, real_data.get(chunk)).float() for chunk in indices.split(batch_size)])
 
 
 def has_batchnorm(model: nn.Module) -> bool:
+    from torch import nn
+
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 __all__ = [
-    "ChannelRepeat",
     "ModelEntry",
     "create_model",
     "describe",

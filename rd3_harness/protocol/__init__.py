@@ -1,14 +1,14 @@
-"""The frozen evaluation protocol: schema, files, hash and diff."""
+"""The frozen evaluation protocol: schema, files, hash and diff. No torch at import."""
 
+from rd3_harness.hashing import canonical_json, short_hash
 from rd3_harness.protocol.diff import Change, diff_metadata, diff_settings
 from rd3_harness.protocol.io import (
-    canonical_json,
     dump_yaml,
+    hashed_settings,
     load_protocol,
     parse_protocol,
     protocol_hash,
-    settings,
-    short_hash,
+    setting_values,
 )
 from rd3_harness.protocol.schema import Protocol
 
@@ -19,9 +19,10 @@ __all__ = [
     "diff_metadata",
     "diff_settings",
     "dump_yaml",
+    "hashed_settings",
     "load_protocol",
     "parse_protocol",
     "protocol_hash",
-    "settings",
+    "setting_values",
     "short_hash",
 ]

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rd3_harness.protocol.io import settings
+from rd3_harness.protocol.io import setting_values
 from rd3_harness.protocol.schema import METADATA, Protocol
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<absent>"})()
@@ -50,7 +50,7 @@ class Change:
 
 def diff_settings(a: Protocol, b: Protocol) -> list[Change]:
     """Every setting whose value differs, in document order of `a` then new paths of `b`."""
-    fa, fb = flatten(settings(a)), flatten(settings(b))
+    fa, fb = flatten(setting_values(a)), flatten(setting_values(b))
     paths = list(fa) + [p for p in fb if p not in fa]
     return [
         Change(p, fa.get(p, MISSING), fb.get(p, MISSING)) for p in paths if fa.get(p, MISSING) != fb.get(p, MISSING)

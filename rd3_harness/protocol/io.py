@@ -6,8 +6,6 @@ The hash is the sha256 of the canonical JSON of every setting except the metadat
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rd3_harness.errors import ProtocolError
-from rd3_harness.protocol.schema import METADATA, Protocol
+from rd3_harness.hashing import sha256_of
+from rd3_harness.protocol.schema import METADATA, Protocol, is_added_setting
 
 MAX_DOCUMENT_BYTES = 1 << 20
 MAX_ALIASES = 100
@@ -140,29 +139,41 @@ def load_protocol(path: str | Path) -> Protocol:
     return parse_protocol(read_document(path), str(path))
 
 
-def settings(protocol: BaseModel) -> dict[str, Any]:
+def setting_values(protocol: BaseModel) -> dict[str, Any]:
     """Every setting of the protocol as plain JSON data, metadata left out."""
     data = protocol.model_dump(mode="json")
     return {k: v for k, v in data.items() if k not in METADATA}
 
 
-def canonical_json(data: Any) -> str:
-    if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def hashed_settings(protocol: BaseModel) -> dict[str, Any]:
+    """The settings the hash is taken of: `setting_values`, less every field added after the hash
+    rule was frozen (declared with `schema.added_setting`) that still holds its default. So a new
+    setting leaves every existing protocol's hash as it was until a protocol sets it."""
+    data = setting_values(protocol)
+    _drop_untouched_additions(protocol, data)
+    return data
 
 
-def sha256_of(data: Any) -> str:
-    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+def _drop_untouched_additions(model: BaseModel, data: dict[str, Any]) -> None:
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if is_added_setting(info) and value == info.get_default(call_default_factory=True):
+            data.pop(name, None)
+        else:
+            _descend(value, data.get(name))
+
+
+def _descend(value: Any, data: Any) -> None:
+    if isinstance(value, BaseModel) and isinstance(data, dict):
+        _drop_untouched_additions(value, data)
+    elif isinstance(value, (tuple, list)) and isinstance(data, list):
+        for v, d in zip(value, data, strict=False):
+            _descend(v, d)
 
 
 def protocol_hash(protocol: Protocol) -> str:
-    """The protocol's identity: sha256 of the canonical JSON of its settings."""
-    return sha256_of(settings(protocol))
-
-
-def short_hash(digest: str) -> str:
-    return digest[:12]
+    """The protocol's identity: sha256 of the canonical JSON of its settings (`hashed_settings`)."""
+    return sha256_of(hashed_settings(protocol))
 
 
 def dump_yaml(protocol: Protocol) -> str:

@@ -1,4 +1,5 @@
-"""Finding protocols by file path or registered name, and checks that need the registries."""
+"""Finding protocols by file path or registered name, and the checks that need the registries
+(`Registries`, handed in by the caller)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,18 @@ from pathlib import Path
 
 from rd3_harness.errors import ProtocolError, UsageError
 from rd3_harness.protocol.io import load_protocol
-from rd3_harness.protocol.schema import FKDLabels, Protocol
+from rd3_harness.protocol.schema import Protocol
+from rd3_harness.registry import Registries
 
 DEFAULT_PROTOCOL = "cpu/fmnist-ipc10.v1"
 
 
-def registered_protocols() -> dict[str, Path]:
-    from rd3_harness.plugins import get_plugins
-
-    return get_plugins().protocols
-
-
-def protocol_path(ref: str | Path) -> Path:
+def protocol_path(registries: Registries, ref: str | Path) -> Path:
     """A file path as given, or the file of a registered protocol name (`.yaml` optional)."""
     path = Path(ref)
     if path.is_file():
         return path
-    known = registered_protocols()
+    known = registries.protocols
     name = str(ref).removesuffix(".yaml")
     if name in known:
         return known[name]
@@ -32,13 +28,12 @@ def protocol_path(ref: str | Path) -> Path:
     raise UsageError(f"no protocol file or registered protocol named {str(ref)!r}.{hint}")
 
 
-def semantic_problems(protocol: Protocol) -> list[str]:
+def semantic_problems(registries: Registries, protocol: Protocol) -> list[str]:
     """Problems the schema cannot see: unknown datasets or architectures, channel mismatches."""
-    from rd3_harness.data.registry import datasets
     from rd3_harness.models import is_known
 
     problems = []
-    known = datasets()
+    known = registries.datasets
     info = known.get(protocol.dataset.name)
     if info is None:
         problems.append(
@@ -58,24 +53,19 @@ def semantic_problems(protocol: Protocol) -> list[str]:
     labels_teachers = getattr(ev.labels, "teachers", ())
     archs += [(f"evaluation.labels.teachers[{i}].architecture", t.architecture) for i, t in enumerate(labels_teachers)]
     for where, arch in archs:
-        if not is_known(arch):
+        if not is_known(registries.models, arch):
             problems.append(f"{where}: unknown architecture {arch!r} (see `rd3h models list`)")
-    if isinstance(ev.labels, FKDLabels):
-        for i, s in enumerate(ev.students):
-            if s.batch_size is not None and s.batch_size != ev.batch_size:
-                problems.append(
-                    f"evaluation.students[{i}].batch_size: FKD labels replay one batch stream; "
-                    "students cannot override the batch size"
-                )
     return problems
 
 
-def resolve_protocol(ref: str | Path | None = None, *, check: bool = True) -> tuple[Protocol, Path]:
+def resolve_protocol(
+    registries: Registries, ref: str | Path | None = None, *, check: bool = True
+) -> tuple[Protocol, Path]:
     """Load, validate and (by default) check a protocol given by path or name."""
-    path = protocol_path(ref or DEFAULT_PROTOCOL)
+    path = protocol_path(registries, ref or DEFAULT_PROTOCOL)
     protocol = load_protocol(path)
     if check:
-        problems = semantic_problems(protocol)
+        problems = semantic_problems(registries, protocol)
         if problems:
             raise ProtocolError(str(path), problems)
     return protocol, path

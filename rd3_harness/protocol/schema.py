@@ -24,6 +24,25 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+ADDED = "rd3_added_setting"
+
+
+def added_setting(default, **kwargs):
+    """A protocol field added after the hash rule was frozen (0.1). While it holds its default it
+    is left out of the hash, so adding it changes no existing protocol's hash; set to anything
+    else, it is hashed like every other setting. Every new field must be declared with this
+    (`tests/test_protocol.py` pins the fields of 0.1)."""
+    extra = dict(kwargs.pop("json_schema_extra", None) or {})
+    extra[ADDED] = True
+    return Field(default, json_schema_extra=extra, **kwargs)
+
+
+def is_added_setting(info) -> bool:
+    """Whether a pydantic FieldInfo was declared with `added_setting`."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(ADDED))
+
+
 class Frozen(BaseModel):
     """Base of every protocol model: immutable, unknown keys refused."""
 
@@ -352,6 +371,8 @@ class Evaluation(Frozen):
         for s in self.students:
             schedule = s.schedule or self.schedule
             _check_schedule(schedule, self.epochs)
+        if self.labels.kind == "fkd" and any(s.batch_size not in (None, self.batch_size) for s in self.students):
+            raise ValueError("FKD labels replay one batch stream; students cannot override the batch size")
         return self
 
 

@@ -9,17 +9,25 @@ from __future__ import annotations
 import math
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from rd3_harness.hashing import sha256_of
 from rd3_harness.results.stats import summarize
+from rd3_harness.version import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+    from rd3_harness.protocol.schema import Protocol
+    from rd3_harness.training.trainer import StudentResult
 
 SCHEMA = "rd3-run/1"
 
@@ -92,6 +100,41 @@ class RunRecord(_Model):
     """Set when the training continued from an epoch checkpoint."""
 
 
+def record_of(run: Run, r: StudentResult, device: str) -> RunRecord:
+    """The record of one finished (student, seed) evaluation of `run`."""
+    return RunRecord(
+        run_id=run.run_id,
+        protocol_hash=run.protocol_hash,
+        protocol_name=run.protocol_name,
+        method=run.plugin.name,
+        plugin_version=run.plugin.version,
+        method_config_hash=run.method_config_hash,
+        synset_sha256=run.synset.sha256,
+        teacher_sha256=(run.teacher or {}).get("sha256"),
+        student=r.student,
+        seed=r.seed,
+        top1=r.top1,
+        top5=r.top5,
+        final_top1=r.final_top1,
+        final_top5=r.final_top5,
+        report_mode="best" if r.test_set_selection else "final",
+        test_set_selection=r.test_set_selection,
+        selected_epoch=r.selected_epoch,
+        epochs=r.epochs,
+        steps=r.steps,
+        images_seen=r.images_seen,
+        final_loss=nan_to_none(r.final_loss),
+        train_wall_s=r.train_wall_s,
+        eval_wall_s=r.eval_wall_s,
+        synthesis_wall_s=run.synthesis.wall_s if run.synthesis else 0.0,
+        storage_bytes=run.synset.storage_bytes,
+        device=device,
+        created=now(),
+        attempt=run.attempt,
+        resumed_from_epoch=r.resumed_from_epoch,
+    )
+
+
 class StudentSummary(_Model):
     student: str
     n: int
@@ -152,6 +195,40 @@ class Run(_Model):
     host: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def start(
+        cls,
+        protocol: Protocol,
+        protocol_hash: str,
+        source: str,
+        plugin: PluginRef,
+        method_config: dict[str, Any],
+        *,
+        device: torch.device,
+        settings: dict[str, Any],
+        **fields: Any,
+    ) -> Run:
+        """A new run of `plugin` under `protocol` (status 'running' unless `fields` say otherwise)."""
+        fields.setdefault("method_config_hash", sha256_of(method_config))
+        return cls(
+            run_id=f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{plugin.name}-{secrets.token_hex(3)}",
+            created=now(),
+            status=fields.pop("status", "running"),
+            protocol=protocol.model_dump(mode="json"),
+            protocol_hash=protocol_hash,
+            protocol_name=protocol.name,
+            protocol_version=protocol.version,
+            protocol_source=source,
+            plugin=plugin,
+            method_config=method_config,
+            synset=fields.pop("synset", None),
+            synthesis=fields.pop("synthesis", None),
+            teacher=fields.pop("teacher", None),
+            environment=environment(device),
+            settings=settings,
+            **fields,
+        )
 
     @property
     def state(self) -> str:
@@ -215,9 +292,8 @@ def _git_commit() -> str | None:
 
 
 def environment(device: torch.device) -> Environment:
+    import torch
     import torchvision
-
-    from rd3_harness import __version__
 
     try:
         import timm

@@ -5,9 +5,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rd3_harness import hookimpl
-from rd3_harness.data.real import TensorSplit
-from rd3_harness.data.registry import DatasetInfo
+from rd3_harness import DatasetInfo, TensorSplit, hookimpl
 
 
 def _tiny(root: Path) -> tuple[TensorSplit, TensorSplit]:

@@ -26,7 +26,9 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from rd3_harness import hookspecs
-from rd3_harness.contexts import (
+from rd3_harness.contract import SyntheticSet
+from rd3_harness.errors import PluginFailure, UsageError
+from rd3_harness.kit.contexts import (
     SMOKE_CONFIG_ATTRIBUTE,
     SMOKE_IMAGES_PER_CLASS,
     SMOKE_PROTOCOL,
@@ -34,9 +36,7 @@ from rd3_harness.contexts import (
     make_context,
     real_slice,
 )
-from rd3_harness.errors import PluginFailure, UsageError
 from rd3_harness.settings import Settings
-from rd3_harness.synthesis import SyntheticSet
 
 
 class ConformanceError(AssertionError):
@@ -309,12 +309,12 @@ def _device_probe(workspace, record, config: BaseModel, plugins, seconds: float)
     return problems, notes
 
 
-def _synthesize(workspace, name: str, overrides: dict[str, Any], report: Conformance):
+def _synthesize(plugins, workspace, name: str, overrides: dict[str, Any], report: Conformance):
     from rd3_harness.runner import synthesize
 
     started = time.perf_counter()
     try:
-        result = synthesize(workspace, name, overrides, reuse=False)
+        result = synthesize(plugins, workspace, name, overrides, reuse=False)
     except PluginFailure as exc:
         hint = (
             "; return exactly ctx.ipc images per class: images float [N, C, H, W] in model-input space, "
@@ -387,6 +387,7 @@ def check_plugin(
     workspace=None,
     images_per_class: int | None = SMOKE_IMAGES_PER_CLASS,
     strict: bool = True,
+    plugins=None,
 ) -> Conformance:
     """Check that the installed method plugin `name` keeps the plugin contract, on the smoke protocol:
 
@@ -401,13 +402,14 @@ def check_plugin(
     `config`: overrides that make synthesis fast (default: the module's `SMOKE_CONFIG`, else none).
     `workspace`: the smoke workspace (fixture `smoke_workspace`); None opens it with default settings.
     `images_per_class`: real training images per class the plugin sees (None: all).
+    `plugins`: the loaded `Plugins` (default: the process-wide set).
     Returns the report; unless `strict=False`, raises ConformanceError listing every problem.
     """
     from rd3_harness.plugins import get_plugins
     from rd3_harness.synthesis import parse_config
 
     report = Conformance(name)
-    plugins = get_plugins()
+    plugins = plugins or get_plugins()
     record = plugins.records.get(name)
     if record is None:
         report.problems.append(
@@ -441,15 +443,15 @@ def check_plugin(
         return _finish(report, strict)
     report.problems += config_problems(info.config_model, parsed)
     if workspace is None:
-        from rd3_harness.runner import open_workspace
+        from rd3_harness.workspace import open_workspace
 
-        workspace = open_workspace(SMOKE_PROTOCOL, Settings())
+        workspace = open_workspace(plugins.registries, SMOKE_PROTOCOL, Settings())
     view = _with_real_slice(workspace, images_per_class)
-    first = _synthesize(view, name, report.config, report)
+    first = _synthesize(plugins, view, name, report.config, report)
     if first is None:
         return _finish(report, strict)
     report.problems += _placement_problems(first.synset, workspace.settings.torch_device)
-    second = _synthesize(view, name, report.config, report)
+    second = _synthesize(plugins, view, name, report.config, report)
     if second is not None:
         report.problems += _determinism_problems(first.synset, second.synset, workspace.protocol.synthesis_seed)
     problems, notes = _device_probe(view, record, parsed, plugins, seconds=max(30.0, 3 * max(report.synthesis_s)))

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from rd3_harness.errors import UsageError
-from rd3_harness.posteval.augment import AugmentParams
-from rd3_harness.posteval.losses import Targets
 from rd3_harness.protocol.schema import FKDLabels, HardLabels, OnlineSoftLabels, StaticSoftLabels
+from rd3_harness.training.augment import AugmentParams
+from rd3_harness.training.losses import Targets
 
 
 def combine_logits(logits: Sequence[torch.Tensor], how: str) -> torch.Tensor:

@@ -16,7 +16,7 @@ MAX_NAME = 40
 
 PYPROJECT = """\
 [build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -187,7 +187,7 @@ def validate_name(name: str) -> str:
 
 def plugin_files(name: str) -> dict[str, str]:
     """Relative path -> content of the package of method `name`."""
-    from rd3_harness import __version__
+    from rd3_harness.version import __version__
 
     values = {
         "name": name,

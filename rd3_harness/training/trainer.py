@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -21,14 +21,15 @@ from rd3_harness.data.real import RealData
 from rd3_harness.distributed import World, world
 from rd3_harness.errors import Rd3Error
 from rd3_harness.models import create_model
-from rd3_harness.posteval.augment import Augmenter, AugmentParams, to_device
-from rd3_harness.posteval.checkpoint import Checkpoints
-from rd3_harness.posteval.labels import LabelProvider, TeacherEnsemble, make_provider
-from rd3_harness.posteval.losses import compute_loss
-from rd3_harness.posteval.optim import Scheduler, build_optimizer
 from rd3_harness.progress import progress
 from rd3_harness.protocol.schema import Protocol, Student
+from rd3_harness.registry import ModelEntry
 from rd3_harness.seeding import derive_seed, generator
+from rd3_harness.training.augment import Augmenter, AugmentParams, to_device
+from rd3_harness.training.checkpoint import Checkpoints
+from rd3_harness.training.labels import LabelProvider, TeacherEnsemble, make_provider
+from rd3_harness.training.losses import compute_loss
+from rd3_harness.training.optim import Scheduler, build_optimizer
 
 
 @dataclass
@@ -143,11 +144,14 @@ class _Student:
         device: torch.device,
         channels_last: bool | None,
         world: World,
+        models: Mapping[str, ModelEntry],
     ):
         ev = protocol.evaluation
         self.name, self.spec = spec.architecture, spec
         torch.manual_seed(derive_seed("student-init", seed, spec.architecture))
-        model = create_model(spec.architecture, num_classes=num_classes, in_channels=shape[0], resolution=shape[1])
+        model = create_model(
+            models, spec.architecture, num_classes=num_classes, in_channels=shape[0], resolution=shape[1]
+        )
         self.channels_last = wants_channels_last(model, device, channels_last)
         model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.module, self.world = model, world  # the bare network: checkpointed, averaged and evaluated
@@ -269,6 +273,7 @@ class Engine:
         label_teachers: list[nn.Module],
         test: RealData,
         *,
+        models: Mapping[str, ModelEntry],
         device: torch.device,
         fill: torch.Tensor | None = None,
         soft_labels: torch.Tensor | None = None,
@@ -278,6 +283,7 @@ class Engine:
     ):
         ev = protocol.evaluation
         self.protocol, self.ev, self.device, self.test = protocol, ev, device, test
+        self.models = models
         self.images = images.to(device, torch.float32)
         self.labels = labels.to(device)
         self.num_classes, self.shape = test.num_classes, tuple(images.shape[1:])
@@ -371,6 +377,7 @@ class Engine:
                 self.device,
                 self.channels_last,
                 self.world,
+                self.models,
             )
             for s in specs
         ]
