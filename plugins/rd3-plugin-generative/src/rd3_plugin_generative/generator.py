@@ -426,3 +426,14 @@ def no_grad_eval(module: torch.nn.Module):
             yield module
     finally:
         module.train(was)
+
+
+def from_cache(folder: Path, real, device: torch.device) -> LatentDiffusion:
+    """A cached generator by its folder (`.../generator/<key>`), its settings read from its meta
+    (for analysis scripts: e.g. plain base-model samples)."""
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    identity = meta["identity"]
+    model = _load(Path(folder), real, identity["num_classes"], identity["generator"], device)
+    if model is None:
+        raise ValueError(f"{folder}: no intact generator there (missing files or sha256 mismatch)")
+    return model
