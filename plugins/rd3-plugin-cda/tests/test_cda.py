@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import rd3_plugin_sre2l.recovery
@@ -13,6 +15,17 @@ from rd3_plugin_sre2l import resolve
 from rd3_harness.testing import synthesize_smoke
 
 ITERATIONS = 30
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_cda as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +87,9 @@ def test_presets_and_config():
         Config(crop=False)
     with pytest.raises(ValidationError):
         Config(milestone=1.5)
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,10 +1,24 @@
 """DWA on the smoke protocol: the directed adjustment of the teacher and the recovery around it."""
 
+import subprocess
+import sys
+
 import torch
 import torch.nn.functional as F
 from rd3_plugin_dwa import directed_adjustment
 
 from rd3_harness.testing import synthesize_smoke
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_dwa as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model().values(28)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 def _state(model):
@@ -50,3 +64,12 @@ def test_recovery_restores_the_teacher_after_every_batch(smoke_workspace):
     assert torch.equal(ws.train.labels[torch.tensor(s.meta["init_indices"])], s.labels.cpu())
     trace = s.meta["objective"]
     assert trace[-1] < 0.5 * trace[0], trace
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import rd3_plugin_dwa.adjust
+
+    assert directed_adjustment is rd3_plugin_dwa.adjust.directed_adjustment

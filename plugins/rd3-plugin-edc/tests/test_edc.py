@@ -1,10 +1,24 @@
 """EDC on the smoke protocol: real-image start, falling objective, RDED initialization."""
 
+import subprocess
+import sys
+
 import torch
 
 from rd3_harness.testing import synthesize_smoke
 
 FAST = dict(stats_images=50)
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_edc as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model(init="rded").recipe(28)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 def test_starts_from_real_images_of_the_class(smoke_workspace):
@@ -48,3 +62,13 @@ def test_rded_initialization_and_flatness(smoke_workspace):
     # the flatness term is 0 at the first step (the EMA equals the images) and counts after it
     plain = run(0.0).meta["objective"]
     assert s.meta["objective"][0] == plain[0] and s.meta["objective"][1:] != plain[1:]
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import rd3_plugin_edc
+    import rd3_plugin_edc.initialization
+
+    assert rd3_plugin_edc.initial_images is rd3_plugin_edc.initialization.initial_images

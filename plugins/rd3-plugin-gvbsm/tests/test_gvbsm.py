@@ -1,17 +1,29 @@
 """G-VBSM on the smoke protocol: real statistics, multi-teacher recovery, and the protocol check."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import rd3_plugin_gvbsm.statistics
 import torch
 from rd3_plugin_gvbsm.statistics import hooked_layers, real_stats
 
-from rd3_harness.errors import UsageError
-from rd3_harness.protocol.schema import Protocol
-from rd3_harness.testing import synthesize_smoke
+from rd3_harness import UsageError
+from rd3_harness.testing import Protocol, synthesize_smoke
 
 FAST = dict(iterations=60, lr=0.25, jitter=4, stats_images=50)
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_gvbsm as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model().recipe(28)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 def test_objective_falls_below_half(smoke_workspace):
@@ -65,3 +77,15 @@ def test_protocol_without_synthesis_teachers_is_refused(smoke_workspace):
     ws.protocol = Protocol.model_validate(data)
     with pytest.raises(UsageError, match="synthesis_teachers"):
         synthesize_smoke(ws, "gvbsm", iterations=1)
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import rd3_plugin_gvbsm
+    import rd3_plugin_gvbsm.recovery
+
+    # the lazy names are the recovery's functions, also after the submodule was imported directly
+    assert rd3_plugin_gvbsm.recover is rd3_plugin_gvbsm.recovery.recover
+    assert rd3_plugin_gvbsm.synthesis_teachers is rd3_plugin_gvbsm.recovery.synthesis_teachers

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from rd3_plugin_kcenter.selection import k_center_greedy
 
-from rd3_harness.models import embed_real
+from rd3_harness import UsageError, embed_real
 from rd3_harness.testing import synthesize_smoke
 
 POOL = 300
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_kcenter as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +66,14 @@ def test_start_follows_the_generator_and_duplicates_are_never_repicked():
     assert sorted(chosen.tolist()) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="cannot select"):
         k_center_greedy(features, 6, torch.Generator())
+
+
+def test_pool_below_ipc_is_refused(smoke_workspace):
+    with pytest.raises(UsageError, match="raise pool"):
+        synthesize_smoke(smoke_workspace, "kcenter", pool=1)
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from rd3_plugin_lpld import ClassBNStatistics, class_layout
@@ -9,8 +12,18 @@ from rd3_plugin_lpld.statistics import compute_class_statistics
 from rd3_plugin_sre2l.bn import batchnorm_layers
 from torch import nn
 
-from rd3_harness.progress import progress
-from rd3_harness.testing import synthesize_smoke
+from rd3_harness.testing import progress, synthesize_smoke
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_lpld as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +85,13 @@ def test_batches_hold_whole_classes():
     assert [len(b) for b in batches] == [30, 30, 30, 10]
     assert torch.equal(batches[0], torch.arange(3).repeat_interleave(10))
     assert [b.tolist() for b in class_layout(2, 5, 2)] == [[0, 0], [0, 0], [0], [1, 1], [1, 1], [1]]
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import rd3_plugin_lpld
+    import rd3_plugin_lpld.statistics
+
+    assert rd3_plugin_lpld.ClassBNStatistics is rd3_plugin_lpld.statistics.ClassBNStatistics

@@ -1,10 +1,24 @@
 """RDED on the smoke protocol: real crops, selected by the observer, stitched into grids."""
 
+import subprocess
+import sys
+
 import torch
 import torch.nn.functional as F
 from rd3_plugin_rded.crops import best_crops, cells, crop, pad_to
 
 from rd3_harness.testing import synthesize_smoke
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_rded as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 def _ce(teacher, x, label):
@@ -67,3 +81,13 @@ def test_factor_one_keeps_whole_crops(smoke_workspace):
     assert s.meta["factor"] == 1
     assert all(len(used) == 1 for used in s.meta["crops"])
     assert torch.isfinite(s.images).all()
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import rd3_plugin_rded
+    import rd3_plugin_rded.distillation
+
+    assert rd3_plugin_rded.distill is rd3_plugin_rded.distillation.distill

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,19 @@ from rd3_plugin_sre2l.bn import BNStatistics
 from rd3_plugin_sre2l.recovery import bn_teacher, cosine_lr, layout
 from torch import nn
 
+from rd3_harness import UsageError
 from rd3_harness.testing import synthesize_smoke
+
+LIGHT = """
+import sys
+import pluggy
+from rd3_harness import hookimpl
+import rd3_plugin_sre2l as plugin
+pluggy.PluginManager(hookimpl.project_name).register(plugin)
+plugin.method_info().config_model()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+assert not heavy, heavy[:5]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -96,5 +110,15 @@ def test_teacher_without_batchnorm_is_refused():
     class Ctx:
         teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
 
-    with pytest.raises(ValueError, match="no BatchNorm"):
+    with pytest.raises(UsageError, match="no BatchNorm"):
         bn_teacher(Ctx(), "sre2l")
+
+
+def test_entry_point_module_imports_no_torch():
+    """`rd3h plugins` and `rd3h protocol validate` load the module: torch only comes with synthesis."""
+    done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import rd3_plugin_sre2l
+    from rd3_plugin_sre2l.recovery import recover
+
+    assert rd3_plugin_sre2l.recover is recover  # the lazy name is the recovery's function

@@ -1,5 +1,7 @@
 """rd3-harness plugin `cda`: SRe2L recovery with a curriculum on the random-resized crop (Yin and
-Shen, TMLR 2024): the crop's lower scale bound falls from 1 (whole image, easy) to 0.08 (hard)."""
+Shen, TMLR 2024): the crop's lower scale bound falls from 1 (whole image, easy) to 0.08 (hard).
+
+Importing this module imports no torch: SRe2L's recovery is loaded by the first synthesis."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import math
 from typing import Literal
 
 from pydantic import Field, model_validator
-from rd3_plugin_sre2l import MIN_SCALE, Preset, recover, resolve
+from rd3_plugin_sre2l import MIN_SCALE, Preset, resolve
 from rd3_plugin_sre2l import Config as SRe2LConfig
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
@@ -72,6 +74,8 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
+    from rd3_plugin_sre2l.recovery import recover  # torch: loaded on the first synthesis only
+
     config = ctx.config
     recipe = resolve(config, ctx.image_shape, PRESETS)
     schedule = functools.partial(

@@ -3,22 +3,22 @@
 SRe2L-style recovery from real images, where before each batch the teacher's weights are moved
 along the gradient of its loss on that batch's random real images (so each batch sees a slightly
 different teacher: more diverse images), and restored after the batch.
+
+Importing this module imports no torch: the synthesis (`rd3_plugin_dwa.synthesis`) and
+`directed_adjustment` (from `rd3_plugin_dwa.adjust`) are loaded on first use.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+import importlib
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, Field
-from torch import nn
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
-from rd3_harness.augment import Augmentation, Augmenter, RandomResizedCrop
-from rd3_harness.errors import UsageError
-from rd3_plugin_dwa.adjust import directed_adjustment
-from rd3_plugin_dwa.recover import optimize
+
+if TYPE_CHECKING:
+    from rd3_plugin_dwa.adjust import directed_adjustment
 
 __all__ = ["SMOKE_CONFIG", "PRESETS", "Config", "directed_adjustment"]
 
@@ -29,6 +29,19 @@ CITATION = (
     "Du, Zhang, Hu, Huang, Zhou. Diversity-Driven Synthesis: Enhancing Dataset Distillation through "
     "Directed Weight Adjustment. NeurIPS 2024. arXiv:2409.17612"
 )
+
+_LAZY = {"directed_adjustment": "rd3_plugin_dwa.adjust"}
+"""Names that need torch: imported from their module on first access (PEP 562). They are left out
+of `dir()` on purpose: pluggy reads every name `dir()` lists when it registers the module."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 CIFAR = dict(
     iterations=1000,
@@ -93,35 +106,6 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
-    teacher = ctx.teacher
-    if not any(isinstance(m, nn.BatchNorm2d) for m in teacher.modules()):
-        raise UsageError(
-            "dwa matches BatchNorm statistics: the protocol's teacher has no BatchNorm2d layer; use a BN teacher"
-        )
-    s = ctx.config.values(ctx.image_shape[-1])
-    real = ctx.real_data
-    # SRe2L's layout: IPC index-major, so a batch holds one image of every class per IPC index
-    by_class = torch.stack([real.sample_indices(c, ctx.ipc, ctx.generator) for c in range(ctx.num_classes)])
-    index = by_class.t().reshape(-1)
-    labels = torch.arange(ctx.num_classes).repeat(ctx.ipc).to(ctx.device)
-    augment = Augmenter(
-        Augmentation(
-            random_resized_crop=RandomResizedCrop(scale=s["scale"]) if s["crop"] == "resized" else None,
-            horizontal_flip=s["flip"],
-        ),
-        ctx.image_shape[-1],
-    )
-    images, traces, norms = [], [], []
-    batches = list(zip(index.split(s["batch_size"]), labels.split(s["batch_size"])))
-    with ctx.progress(len(batches) * s["iterations"], "dwa: optimize images") as bar:
-        for idx, y in batches:
-            x_real = real.get(idx)
-            with directed_adjustment(teacher, x_real, y, s["rho"], s["steps"]) as norm:
-                x, trace = optimize(ctx, teacher, x_real, y, s, augment, bar)
-            images.append(x)
-            traces.append(trace)
-            norms.append(norm)
-    width = math.ceil(s["iterations"] / 100)
-    objective = [float(w.mean()) for w in torch.stack(traces).mean(0).split(width)]
-    meta = {"objective": objective, "adjustment_norm": norms, "init_indices": index.tolist()}
-    return SyntheticSet(images=torch.cat(images), labels=labels, meta=meta)
+    from rd3_plugin_dwa.synthesis import synthesize as run  # torch: loaded on the first synthesis only
+
+    return run(ctx)

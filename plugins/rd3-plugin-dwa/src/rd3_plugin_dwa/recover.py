@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rd3_harness.augment import Augmenter
+from rd3_harness import Augmenter
 
 
 @contextlib.contextmanager

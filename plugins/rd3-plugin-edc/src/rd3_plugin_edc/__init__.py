@@ -5,20 +5,25 @@ start from real images (random ones, or RDED's output from rd3-plugin-rded), a w
 (random-resized crop 0.5-1 and flip, no roll), soft category-aware matching (each statistic is
 matched half to the global and half to the class-conditional real target), and optionally the
 flatness term (off, as in the released code).
+
+Importing this module imports no torch: `initial_images` (from `rd3_plugin_edc.initialization`)
+and G-VBSM's recovery are loaded on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import rd3_plugin_rded
-import torch
 from pydantic import Field
-from rd3_plugin_gvbsm import CIFAR, recover, synthesis_teachers
+from rd3_plugin_gvbsm import CIFAR
 from rd3_plugin_gvbsm import Config as GvbsmConfig
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
-from rd3_harness.augment import Augmentation, Augmenter, ShufflePatches
+
+if TYPE_CHECKING:
+    from rd3_plugin_edc.initialization import initial_images
 
 __all__ = ["SMOKE_CONFIG", "PRESETS", "Config", "initial_images"]
 
@@ -28,6 +33,19 @@ SMOKE_CONFIG = {"iterations": 20, "stats_images": 20}
 CITATION = (
     "Shao, Zhou, Chen, Shen. Elucidating the Design Space of Dataset Condensation. NeurIPS 2024. arXiv:2404.13733"
 )
+
+_LAZY = {"initial_images": "rd3_plugin_edc.initialization"}
+"""Names that need torch: imported from their module on first access (PEP 562). They are left out
+of `dir()` on purpose: pluggy reads every name `dir()` lists when it registers the module."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 EDC_CIFAR = CIFAR | dict(
     iterations=2000,
@@ -72,24 +90,6 @@ class Config(GvbsmConfig):
     )
 
 
-def initial_images(ctx, init: str, rded: rd3_plugin_rded.Config) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Starting images in class order and a record of them: `ipc` random real images per class,
-    randomly mirrored; or RDED's images, mirrored and patch-shuffled (EDC's ImageNet init)."""
-    if init == "rded":
-        images, _, rded_meta = rd3_plugin_rded.distill(ctx, rded)
-        factor = rded_meta["factor"]
-        spec = Augmentation(shuffle_patches=ShufflePatches(factor=factor) if factor > 1 else None, horizontal_flip=True)
-        meta: dict[str, Any] = {"init": "rded", "rded": rded_meta}
-    else:
-        index = torch.cat([ctx.real_data.sample_indices(c, ctx.ipc, ctx.generator) for c in range(ctx.num_classes)])
-        images, spec = ctx.real_data.get(index), Augmentation(horizontal_flip=True)
-        meta = {"init": "real", "init_indices": index.tolist()}
-    augment = Augmenter(spec, ctx.image_shape[-1])
-    params = augment.draw(len(images), ctx.generator)
-    meta["init_mirrored"] = params.flips.tolist()
-    return augment.apply(images, params), meta
-
-
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(
@@ -105,6 +105,11 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
+    # torch: loaded on the first synthesis only
+    from rd3_plugin_gvbsm.recovery import recover, synthesis_teachers
+
+    from rd3_plugin_edc.initialization import initial_images
+
     teachers = synthesis_teachers(ctx, "edc")
     resolution = ctx.image_shape[-1]
     init, init_meta = initial_images(ctx, ctx.config.values(resolution)["init"], ctx.config.rded)

@@ -1,14 +1,16 @@
 """G-VBSM's settings: a frozen config whose unset (None) values come from the preset of the
-dataset's resolution, and the presets (the paper's scripts per scale)."""
+dataset's resolution, the presets (the paper's scripts per scale) and the resolved `Recipe`.
+
+Imports no torch, so loading the plugin (`rd3h plugins`, `rd3h protocol validate`) stays light."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from rd3_harness.augment import Augmentation, RandomCrop, RandomResizedCrop
-from rd3_plugin_gvbsm.recover import Recipe
+from rd3_harness import Augmentation, RandomCrop, RandomResizedCrop
 
 CIFAR = dict(
     iterations=4000,
@@ -36,6 +38,28 @@ PRESETS: dict[int, dict[str, Any]] = {
     64: CIFAR | dict(padding=8),  # Branch_Tiny_ImageNet
     224: CIFAR | dict(lr=0.1, batch_size=80, momentum=0.4, drop_rate=0.0, patch=16, crop="resized"),  # ImageNet-1k
 }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fully resolved synthesis recipe (every value set)."""
+
+    iterations: int
+    lr: float
+    batch_size: int
+    r_loss: float
+    first_multiplier: float
+    momentum: float
+    drop_rate: float
+    dd_weight: float
+    tau: float
+    patch: int
+    jitter: int
+    augmentation: Augmentation
+    stats_images: int | None
+    category_weight: float = 0.0
+    flatness_weight: float = 0.0
+    flatness_momentum: float = 0.99
 
 
 def augmentation(crop: str, padding: int, scale: tuple[float, float]) -> Augmentation:

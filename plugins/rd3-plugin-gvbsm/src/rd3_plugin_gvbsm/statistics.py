@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rd3_harness.synthesis import weights_digest
+from rd3_harness import weights_digest
 
 STATS_BATCH = 256
 FORMAT = 1

@@ -2,16 +2,16 @@
 embedding space best tracks the class mean (Welling, ICML 2009; the coreset baseline of DeepCore).
 
 Canonical herding takes the argmin of ||(k+1) mu - sum_selected - x||; DeepCore's code takes the
-argmax, which this plugin does not reproduce."""
+argmax, which this plugin does not reproduce.
+
+Importing this module imports no torch: the selection (`rd3_plugin_herding.synthesis`) is loaded
+by the first synthesis."""
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel, Field, PositiveInt
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
-from rd3_harness.models import embed_real
-from rd3_plugin_herding.selection import herding
 
 CITATION = (
     "Max Welling. Herding Dynamical Weights to Learn. ICML 2009. Baseline as in Chengcheng Guo, Bo Zhao, "
@@ -43,18 +43,6 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
-    config: Config = ctx.config
-    selected = []
-    with ctx.progress(ctx.num_classes, "herding: embedding and selecting per class") as task:
-        for c in range(ctx.num_classes):
-            pool = ctx.real_data.class_indices(c)
-            if config.pool is not None and config.pool < len(pool):
-                pool = ctx.real_data.sample_indices(c, config.pool, ctx.generator)
-            features = embed_real(ctx.teacher, ctx.real_data, pool, config.batch_size)
-            selected.append(pool[herding(features, ctx.ipc)])
-            task.advance(1)
-    indices = torch.cat(selected)
-    labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
-    return SyntheticSet(
-        images=ctx.real_data.get(indices).to(ctx.device), labels=labels, meta={"indices": indices.tolist()}
-    )
+    from rd3_plugin_herding.synthesis import select  # torch: loaded on the first synthesis only
+
+    return select(ctx)

@@ -1,15 +1,15 @@
 """rd3-harness plugin `kcenter`: per class, k-center greedy in the teacher's embedding space
 (Sener and Savarese, ICLR 2018; the coreset baseline of DeepCore): the real images that cover the
-class, each new one the farthest from those already chosen."""
+class, each new one the farthest from those already chosen.
+
+Importing this module imports no torch: the selection (`rd3_plugin_kcenter.synthesis`) is loaded
+by the first synthesis."""
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel, Field, PositiveInt
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
-from rd3_harness.models import embed_real
-from rd3_plugin_kcenter.selection import k_center_greedy
 
 CITATION = (
     "Ozan Sener, Silvio Savarese. Active Learning for Convolutional Neural Networks: A Core-Set Approach. "
@@ -42,17 +42,6 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
-    config: Config = ctx.config
-    selected = []
-    with ctx.progress(ctx.num_classes, "kcenter: embedding and selecting per class") as task:
-        for c in range(ctx.num_classes):
-            pool = ctx.real_data.class_indices(c)
-            if config.pool is not None and config.pool < len(pool):
-                pool = ctx.real_data.sample_indices(c, config.pool, ctx.generator)
-            features = embed_real(ctx.teacher, ctx.real_data, pool, config.batch_size)
-            selected.append(pool[k_center_greedy(features, ctx.ipc, ctx.generator)])
-            task.advance(1)
-    indices = torch.cat(selected)
-    labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
-    images = ctx.real_data.get(indices).to(ctx.device)
-    return SyntheticSet(images=images, labels=labels, meta={"indices": indices.tolist()})
+    from rd3_plugin_kcenter.synthesis import select  # torch: loaded on the first synthesis only
+
+    return select(ctx)

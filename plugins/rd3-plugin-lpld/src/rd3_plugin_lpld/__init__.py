@@ -1,16 +1,23 @@
 """rd3-harness plugin `lpld`: the recovery of LPLD (Xiao and He, NeurIPS 2024): SRe2L with the
 images of each class matched to class-conditional BatchNorm statistics of the teacher. LPLD's
-label pruning acts on evaluation and belongs to the protocol, not to this plugin."""
+label pruning acts on evaluation and belongs to the protocol, not to this plugin.
+
+Importing this module imports no torch: the class statistics (`ClassBNStatistics`, `class_layout`,
+`class_statistics`, from `rd3_plugin_lpld.statistics`) and SRe2L's recovery load on first use."""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pydantic import Field, PositiveInt
 from rd3_plugin_sre2l import Config as SRe2LConfig
-from rd3_plugin_sre2l import Preset, recover, resolve
-from rd3_plugin_sre2l.recovery import bn_teacher
+from rd3_plugin_sre2l import Preset, resolve
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
-from rd3_plugin_lpld.statistics import ClassBNStatistics, class_layout, class_statistics
+
+if TYPE_CHECKING:
+    from rd3_plugin_lpld.statistics import ClassBNStatistics, class_layout, class_statistics
 
 PRESETS: dict[str, Preset] = {
     # no LPLD script at 32 px: SRe2L's CIFAR settings [inferred]
@@ -27,6 +34,18 @@ SMOKE_CONFIG = {"iterations": 20}
 CITATION = (
     "Lingao Xiao, Yang He. Are Large-scale Soft Labels Necessary for Large-scale Dataset Distillation? NeurIPS 2024."
 )
+
+_LAZY = {name: "rd3_plugin_lpld.statistics" for name in ("ClassBNStatistics", "class_layout", "class_statistics")}
+"""Names that need torch: imported from their module on first access (PEP 562). They are left out
+of `dir()` on purpose: pluggy reads every name `dir()` lists when it registers the module."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 
 class Config(SRe2LConfig):
@@ -54,6 +73,11 @@ def method_info() -> MethodInfo:
 
 @hookimpl
 def synthesize(ctx) -> SyntheticSet:
+    # torch: loaded on the first synthesis only
+    from rd3_plugin_sre2l.recovery import bn_teacher, recover
+
+    from rd3_plugin_lpld.statistics import ClassBNStatistics, class_layout, class_statistics
+
     config: Config = ctx.config
     recipe = resolve(config, ctx.image_shape, PRESETS)
     teacher = bn_teacher(ctx, "lpld")

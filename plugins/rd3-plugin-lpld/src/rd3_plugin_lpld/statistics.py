@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from rd3_plugin_sre2l.bn import BNStatistics, batchnorm_layers
 from torch import nn
 
-from rd3_harness import SynthesisContext
-from rd3_harness.synthesis import weights_digest
+from rd3_harness import SynthesisContext, weights_digest
 
 STATS_BATCH = 500
 ClassStats = list[tuple[torch.Tensor, torch.Tensor]]

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from rd3_harness.augment import resized_crop_boxes
-from rd3_harness.data.real import RealData
+from rd3_harness import RealData, resized_crop_boxes
 
 SCORE_BATCH = 1024
 

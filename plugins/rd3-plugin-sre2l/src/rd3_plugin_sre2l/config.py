@@ -1,4 +1,6 @@
-"""SRe2L's settings: a frozen config whose unset fields come from the preset of the data's scale."""
+"""SRe2L's settings: a frozen config whose unset fields come from the preset of the data's scale.
+
+Imports no torch, so loading the plugin (`rd3h plugins`, `rd3h protocol validate`) stays light."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 PresetName = Literal["auto", "cifar", "tiny", "imagenet"]
+
+MIN_SCALE = 0.08
+"""The lower bound of the random-resized crop's scale (torchvision's default, the scripts' value)."""
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rd3_harness import SynthesisContext, SyntheticSet
+from rd3_harness import SynthesisContext, SyntheticSet, UsageError
 from rd3_plugin_sre2l.augment import random_resized_crop_flip, random_roll
 from rd3_plugin_sre2l.bn import BNStatistics, batchnorm_layers
-from rd3_plugin_sre2l.config import Recipe
+from rd3_plugin_sre2l.config import MIN_SCALE, Recipe
 
-MIN_SCALE = 0.08
 TRACE_POINTS = 101
 
 
@@ -40,11 +39,11 @@ def cosine_lr(base: float, t: int, iterations: int) -> float:
 
 
 def bn_teacher(ctx: SynthesisContext, method: str) -> nn.Module:
-    """The protocol's teacher, or an error that says what to use when it has no BatchNorm."""
+    """The protocol's teacher, or a UsageError that says what to use when it has no BatchNorm."""
     teacher = ctx.teacher
     if teacher is None or not batchnorm_layers(teacher):
         name = type(teacher).__name__ if teacher is not None else "none"
-        raise ValueError(
+        raise UsageError(
             f"{method} matches BatchNorm statistics, but the protocol's teacher ({name}) has no BatchNorm layer "
             "with running statistics: use a protocol whose teacher has BatchNorm (e.g. convnet_d3_w32_bn, resnet18)"
         )

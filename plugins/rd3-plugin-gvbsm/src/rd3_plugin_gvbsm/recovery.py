@@ -4,39 +4,16 @@ cross-entropy, statistics matching and data densification, one teacher per step,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from rd3_harness.augment import Augmentation, Augmenter
-from rd3_harness.errors import UsageError
+from rd3_harness import Augmenter, UsageError
+from rd3_plugin_gvbsm.config import Recipe
 from rd3_plugin_gvbsm.matching import Matcher, densification_loss
 from rd3_plugin_gvbsm.statistics import capture, real_stats
 
 TRACE_POINTS = 100
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A fully resolved synthesis recipe (every value set)."""
-
-    iterations: int
-    lr: float
-    batch_size: int
-    r_loss: float
-    first_multiplier: float
-    momentum: float
-    drop_rate: float
-    dd_weight: float
-    tau: float
-    patch: int
-    jitter: int
-    augmentation: Augmentation
-    stats_images: int | None
-    category_weight: float = 0.0
-    flatness_weight: float = 0.0
-    flatness_momentum: float = 0.99
 
 
 def synthesis_teachers(ctx, method: str) -> tuple:
