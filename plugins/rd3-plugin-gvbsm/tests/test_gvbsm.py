@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import rd3_plugin_gvbsm.recovery
 import rd3_plugin_gvbsm.statistics
 import torch
 from rd3_plugin_gvbsm.statistics import hooked_layers, real_stats
@@ -89,3 +90,24 @@ def test_entry_point_module_imports_no_torch():
     # the lazy names are the recovery's functions, also after the submodule was imported directly
     assert rd3_plugin_gvbsm.recover is rd3_plugin_gvbsm.recovery.recover
     assert rd3_plugin_gvbsm.synthesis_teachers is rd3_plugin_gvbsm.recovery.synthesis_teachers
+
+
+def test_crop_pads_with_black_pixels(smoke_workspace, monkeypatch):
+    """The teachers were trained with black padding (Fashion-MNIST's background): the recovery's
+    pad crop must pad with black in pixel space, not with 0 in model space (grey)."""
+    made = []
+
+    class Recording(rd3_plugin_gvbsm.recovery.Augmenter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(rd3_plugin_gvbsm.recovery, "Augmenter", Recording)
+    synthesize_smoke(smoke_workspace, "gvbsm", iterations=1, stats_images=10)
+    (augment,) = made
+    real = smoke_workspace.train
+    white = real.normalize(torch.ones(64, 1, 28, 28))
+    pixels = real.denormalize(augment.apply(white, augment.draw(64, torch.Generator().manual_seed(0))))
+    padded = pixels < 0.5  # every image pixel is white: anything else came from the padding
+    assert padded.any()
+    assert torch.allclose(pixels[padded], torch.zeros(()), atol=1e-5), pixels[padded].unique()

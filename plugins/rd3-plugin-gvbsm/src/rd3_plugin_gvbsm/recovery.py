@@ -53,7 +53,9 @@ def recover(
     if init is None:
         init = torch.randn(len(labels), *ctx.image_shape, generator=ctx.generator).to(ctx.device)
     batches = list(zip(labels.split(recipe.batch_size), init.split(recipe.batch_size)))
-    augment = Augmenter(recipe.augmentation, ctx.image_shape[-1])
+    # pad with black pixels, as the core pads when it trains the teachers (0 in model space is grey)
+    black = ctx.normalize(torch.zeros(1, ctx.image_shape[0], 1, 1, device=ctx.device)).flatten()
+    augment = Augmenter(recipe.augmentation, ctx.image_shape[-1], fill=black)
     images, traces, ces = [], [], []
     step = 0
     with ctx.progress(len(batches) * recipe.iterations, f"{method}: optimize images") as bar:
