@@ -1,8 +1,10 @@
 """DWA on the smoke protocol: the directed adjustment of the teacher and the recovery around it."""
 
+import contextlib
 import subprocess
 import sys
 
+import rd3_plugin_dwa.synthesis
 import torch
 import torch.nn.functional as F
 from rd3_plugin_dwa import directed_adjustment
@@ -73,3 +75,34 @@ def test_entry_point_module_imports_no_torch():
     import rd3_plugin_dwa.adjust
 
     assert directed_adjustment is rd3_plugin_dwa.adjust.directed_adjustment
+
+
+def test_each_ipc_index_gets_its_own_adjustment_on_one_image_per_class(smoke_workspace, monkeypatch):
+    """The reference reloads the teacher per IPC index and adjusts it on that index's batch (one
+    real image per class, first shifted view): the adjustments differ between IPC indices and
+    each starts from the original weights."""
+    ws = smoke_workspace
+    teacher = ws.teacher(ws.protocol.teacher).model
+    original, calls = _state(teacher), []
+    adjust = rd3_plugin_dwa.synthesis.directed_adjustment
+
+    @contextlib.contextmanager
+    def recording(model, x, y, rho, steps):
+        before = _state(model)
+        with adjust(model, x, y, rho, steps) as norm:
+            calls.append(dict(before=before, adjusted=_state(model), x=x.clone(), y=y.clone()))
+            yield norm
+
+    monkeypatch.setattr(rd3_plugin_dwa.synthesis, "directed_adjustment", recording)
+    s = synthesize_smoke(ws, "dwa", iterations=2).synset  # the smoke protocol: 2 images per class
+    assert len(calls) == 2
+    for call in calls:
+        assert torch.equal(call["y"].cpu(), torch.arange(10))  # one image per class
+        assert all(torch.equal(v, original[k]) for k, v in call["before"].items())  # restored before each
+    assert not torch.equal(calls[0]["adjusted"]["features.0.weight"], calls[1]["adjusted"]["features.0.weight"])
+    assert all(torch.equal(v, original[k]) for k, v in teacher.state_dict().items())
+    # the adjustment sees the first view: IPC index i's real images, cyclically shifted by 0..jitter
+    init = ws.train.get(torch.tensor(s.meta["init_indices"])).view(2, 10, 1, 28, 28)
+    for i, call in enumerate(calls):
+        shifts = [(a, b) for a in range(5) for b in range(5)]
+        assert any(torch.equal(call["x"].cpu(), torch.roll(init[i], sh, dims=(2, 3))) for sh in shifts)

@@ -1,8 +1,9 @@
 """DWA (Du et al., NeurIPS 2024): diversity-driven synthesis through directed weight adjustment.
 
-SRe2L-style recovery from real images, where before each batch the teacher's weights are moved
-along the gradient of its loss on that batch's random real images (so each batch sees a slightly
-different teacher: more diverse images), and restored after the batch.
+SRe2L-style recovery from real images, one batch (one image per class) per IPC index: at the
+batch's first step the teacher's weights are moved along the gradient of its loss on the batch's
+first augmented view (so each IPC index sees a slightly different teacher: more diverse images),
+and restored after the IPC index.
 
 Importing this module imports no torch: the synthesis (`rd3_plugin_dwa.synthesis`) and
 `directed_adjustment` (from `rd3_plugin_dwa.adjust`) are loaded on first use.
@@ -58,9 +59,7 @@ CIFAR = dict(
     steps=12,
 )
 PRESETS: dict[int, dict[str, Any]] = {
-    # the CPU protocols (Fashion-MNIST, 28 px): CIFAR's recipe with 500 steps, so the default
-    # protocol synthesizes in minutes on 2 cores
-    28: CIFAR | dict(iterations=500),
+    28: CIFAR,  # the CPU protocols (Fashion-MNIST, 28 px): CIFAR's recipe as run_cifar.sh runs it
     32: CIFAR,  # scripts/run_cifar.sh (AngusDujw/Diversity-Driven-Synthesis)
     64: CIFAR | dict(iterations=2000, lr=0.1, batch_size=200, crop="resized", flip=True),  # run_tiny.sh
     224: CIFAR | dict(iterations=2000, jitter=32, crop="resized", flip=True, r_var=2.0, steps=15),  # run_imgnet.sh
@@ -73,7 +72,7 @@ class Config(BaseModel, frozen=True, extra="forbid"):
 
     iterations: int | None = Field(None, ge=1, description="optimization steps per batch")
     lr: float | None = Field(None, gt=0, description="Adam learning rate on the pixels, cosine to 0")
-    batch_size: int | None = Field(None, ge=1, description="images per batch (one per class for each IPC index)")
+    batch_size: int | None = Field(None, ge=1, description="classes per batch (one image each, one IPC index per batch)")
     r_bn: float | None = Field(None, ge=0, description="weight of the BatchNorm statistics loss")
     first_bn_multiplier: float | None = Field(None, ge=0, description="extra weight of the first BatchNorm layer")
     r_var: float | None = Field(None, ge=0, description="weight of the variance term inside the BatchNorm loss")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,12 @@ def bn_loss(seen: list[tuple[nn.BatchNorm2d, torch.Tensor]], r_var: float, first
     return total
 
 
-def optimize(ctx, teacher: nn.Module, x0: torch.Tensor, y: torch.Tensor, s: dict, augment: Augmenter, bar):
-    """Optimize one batch from `x0`; returns the last iterate and the per-step objective."""
+def optimize(
+    ctx, teacher: nn.Module, x0: torch.Tensor, y: torch.Tensor, s: dict, augment: Augmenter, bar, adjust: Callable
+):
+    """Optimize one batch from `x0`; returns the last iterate and the per-step objective.
+    `adjust(view)` is called once, with the first step's augmented and shifted batch, before that
+    step's forward (where DWA adjusts the teacher's weights)."""
     x = x0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=s["lr"], betas=(0.5, 0.9), eps=1e-8)
     trace = torch.zeros(s["iterations"], device=ctx.device)
@@ -56,6 +60,8 @@ def optimize(ctx, teacher: nn.Module, x0: torch.Tensor, y: torch.Tensor, s: dict
         if s["jitter"]:
             shift = torch.randint(0, s["jitter"] + 1, (2,), generator=ctx.generator).tolist()
             view = torch.roll(view, shift, dims=(2, 3))
+        if it == 0:
+            adjust(view.detach())
         with bn_inputs(teacher) as seen:
             out = teacher(view)
         loss = F.cross_entropy(out, y) + s["r_bn"] * bn_loss(seen, s["r_var"], s["first_bn_multiplier"])
