@@ -89,12 +89,19 @@ def test_bn_term_matches_definition():
     assert not first._forward_hooks and not second._forward_hooks
 
 
-def test_layout_spans_classes_and_ipc():
+def test_layout_is_one_batch_per_ipc_index():
+    """SRe2L's recover_cifar.py optimizes, per IPC index, one image of each class (in chunks of
+    batch_size classes): never two images of one class in a batch."""
     batches = layout(num_classes=10, ipc=10, batch_size=40)
-    assert [len(b) for b in batches] == [40, 40, 20]
-    assert torch.equal(torch.bincount(torch.cat(batches)), torch.full((10,), 10))
+    assert len(batches) == 10 and all(torch.equal(b, torch.arange(10)) for b in batches)
     wide = layout(num_classes=250, ipc=2, batch_size=100)
     assert [len(b) for b in wide] == [100, 100, 50] * 2 and torch.equal(wide[0], torch.arange(100))
+
+
+def test_recovery_batches_hold_one_image_per_class(smoke_workspace):
+    s = synthesize_smoke(smoke_workspace, "sre2l", iterations=2).synset  # 2 images per class
+    assert s.meta["batches"] == 2
+    assert torch.equal(s.labels.cpu(), torch.arange(10).repeat_interleave(2))
 
 
 def test_presets_follow_resolution_and_overrides():

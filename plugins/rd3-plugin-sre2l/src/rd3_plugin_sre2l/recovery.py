@@ -20,16 +20,9 @@ TRACE_POINTS = 101
 
 
 def layout(num_classes: int, ipc: int, batch_size: int) -> list[torch.Tensor]:
-    """The labels of each optimization batch.
-
-    As in the original, a batch holds images of many classes: consecutive classes at one ipc index.
-    When all classes fit, a batch stacks several ipc indices (`batch_size // num_classes` of them),
-    so small-class datasets still optimize many images per step.
-    """
+    """The labels of each optimization batch: per IPC index, the classes in chunks of `batch_size`
+    (one image each), as the reference's loop over `ipc_id` and class chunks runs them."""
     classes = torch.arange(num_classes)
-    if batch_size >= num_classes:
-        per_batch = batch_size // num_classes
-        return [classes.repeat(min(per_batch, ipc - i)) for i in range(0, ipc, per_batch)]
     return [classes[k : k + batch_size] for _ in range(ipc) for k in range(0, num_classes, batch_size)]
 
 
