@@ -111,3 +111,11 @@ def test_crop_pads_with_black_pixels(smoke_workspace, monkeypatch):
     padded = pixels < 0.5  # every image pixel is white: anything else came from the padding
     assert padded.any()
     assert torch.allclose(pixels[padded], torch.zeros(()), atol=1e-5), pixels[padded].unique()
+
+
+def test_cpu_preset_runs_the_cifar_scripts_budget():
+    """Branch_CIFAR_10/recover/recover.sh: 4000 iterations at lr 0.05; 28 px runs the same budget."""
+    from rd3_plugin_gvbsm import Config
+
+    cpu, cifar = Config().recipe(28), Config().recipe(32)
+    assert (cpu.iterations, cpu.lr, cpu.batch_size) == (cifar.iterations, cifar.lr, cifar.batch_size)
