@@ -72,3 +72,11 @@ def test_entry_point_module_imports_no_torch():
     import rd3_plugin_edc.initialization
 
     assert rd3_plugin_edc.initial_images is rd3_plugin_edc.initialization.initial_images
+
+
+def test_cpu_preset_runs_the_cifar_scripts_budget():
+    """EDC's Branch_CIFAR_100/recover/recover.sh runs 2000 iterations; 28 px runs the same budget."""
+    from rd3_plugin_edc import Config
+
+    cpu, cifar = Config().recipe(28), Config().recipe(32)
+    assert (cpu.iterations, cpu.lr, cpu.batch_size) == (cifar.iterations, cifar.lr, cifar.batch_size)

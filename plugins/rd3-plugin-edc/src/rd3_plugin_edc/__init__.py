@@ -60,9 +60,9 @@ EDC_CIFAR = CIFAR | dict(
     flatness_momentum=0.99,
 )
 PRESETS: dict[int, dict[str, Any]] = {
-    # the CPU protocols (28 px): CIFAR's recipe with half of G-VBSM's CPU steps and 1000 real
-    # images per class for the statistics
-    28: EDC_CIFAR | dict(iterations=500, stats_images=1000),
+    # the CPU protocols (28 px): CIFAR's recipe and budget (2000 steps) with 1000 real images per
+    # class for the statistics (a sample of the population moments)
+    28: EDC_CIFAR | dict(stats_images=1000),
     32: EDC_CIFAR,  # Branch_CIFAR_100/recover/recover.sh
     64: EDC_CIFAR,  # Branch_Tiny_ImageNet/recover/recover.sh
     224: EDC_CIFAR | dict(iterations=1000, batch_size=80, r_loss=0.1, patch=16, init="rded"),  # ImageNet-1k
