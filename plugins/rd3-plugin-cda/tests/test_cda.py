@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import rd3_plugin_sre2l.recovery
+import torch
 from pydantic import ValidationError
 from rd3_plugin_cda import PRESETS, Config, min_crop_scale
 from rd3_plugin_sre2l import resolve
@@ -49,7 +50,7 @@ def test_output_is_valid(recovered, smoke_workspace):
     assert s.images.shape == (20, 1, 28, 28)
     pixels = smoke_workspace.test.denormalize(s.images)
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
-    assert s.meta["curriculum"] == {"schedule": "cosine", "milestone": 1.0}
+    assert s.meta["curriculum"] == {"schedule": "cosine", "milestone": 1.0, "final_scale": 0.86}
 
 
 def test_objective_falls_below_half(recovered):
@@ -59,8 +60,28 @@ def test_objective_falls_below_half(recovered):
 
 def test_recovery_crops_with_the_curriculum(recovered):
     scales = recovered[1]
-    assert len(scales) == ITERATIONS  # one batch of 20 images
-    assert scales == [(min_crop_scale(t, ITERATIONS), 1.0) for t in range(ITERATIONS)]
+    assert len(scales) == 2 * ITERATIONS  # one batch per IPC index
+    assert scales == [(min_crop_scale(t, ITERATIONS, final=0.86), 1.0) for t in range(ITERATIONS)] * 2
+
+
+def test_28px_curriculum_stays_in_the_teachers_crop_range(recovered, smoke_workspace, smoke_teacher):
+    """The CPU teachers were trained with pad-2 crops (each keeps >= (26/28)^2 of the image) and
+    flips: the 28 px curriculum ends there, where the teacher still recognizes real images, and
+    not at 0.08, where it does not."""
+    lows = [lo for lo, _ in recovered[1]]
+    assert min(lows) >= (26 / 28) ** 2 - 0.01 and abs(lows[-1] - 0.86) < 0.01
+    real = smoke_workspace.test
+    index = torch.arange(0, len(real), max(1, len(real) // 500))
+    x, y = real.get(index), real.labels[index]
+
+    def accuracy(scale):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            views = torch.cat([rd3_plugin_sre2l.recovery.random_resized_crop_flip(b, scale, g) for b in x.split(1)])
+            return (smoke_teacher(views).argmax(1) == y).float().mean().item()
+
+    whole, final, hardest = accuracy((1.0, 1.0)), accuracy((0.86, 0.86)), accuracy((0.08, 0.08))
+    assert final > whole - 0.1 and hardest < final - 0.3, (whole, final, hardest)
 
 
 @pytest.mark.parametrize("milestone", [1.0, 0.5])

@@ -26,6 +26,13 @@ PRESETS: dict[str, Preset] = {
     "imagenet": Preset(iterations=4000, lr=0.25, r_bn=0.01, jitter=32, symmetric_roll=False, crop=True),
 }
 
+FINAL_SCALE = {"cifar": 0.86, "tiny": MIN_SCALE, "imagenet": MIN_SCALE}
+"""The lower crop-scale bound the curriculum ends at, per preset. CDA's scripts (64 and 224 px)
+end at torchvision's 0.08, the range their teachers were trained with. No CDA script exists at
+<= 32 px, and the small-scale teachers (the CPU protocols': pad-2 random crops and flips at 28 px)
+never saw a zoomed crop: there it ends at 0.86, about the least share of the image a pad-2 crop
+of a 28 px image keeps ((26/28)^2), so the recovery's views stay in the teacher's range."""
+
 SMOKE_CONFIG = {"iterations": 20}
 """Config overrides that make a smoke synthesis take seconds (used by the conformance check)."""
 
@@ -38,6 +45,9 @@ class Config(SRe2LConfig):
 
     schedule: Schedule = Field(default="cosine", description="how the lower crop-scale bound falls from 1 to 0.08")
     milestone: float = Field(default=1.0, ge=0, le=1, description="fraction of the iterations the curriculum spans")
+    final_scale: float | None = Field(
+        default=None, gt=0, le=1, description="lower crop-scale bound the curriculum ends at (None: the preset's)"
+    )
 
     @model_validator(mode="after")
     def _needs_crop(self) -> Config:
@@ -46,17 +56,20 @@ class Config(SRe2LConfig):
         return self
 
 
-def min_crop_scale(t: int, iterations: int, schedule: Schedule = "cosine", milestone: float = 1.0) -> float:
-    """The lower bound of the crop scale at step t of T: for t < m T, cosine
-    0.08 + 0.92 * 1/2 (1 + cos(pi t / (m T))), linear 0.08 + 0.92 (1 - t / (m T)), step 1.0; then 0.08."""
+def min_crop_scale(
+    t: int, iterations: int, schedule: Schedule = "cosine", milestone: float = 1.0, final: float = MIN_SCALE
+) -> float:
+    """The lower bound of the crop scale at step t of T, falling from 1 to `final`: for t < m T,
+    cosine final + (1 - final) 1/2 (1 + cos(pi t / (m T))), linear final + (1 - final)(1 - t / (m T)),
+    step 1.0; then `final`."""
     span = milestone * iterations
     if t >= span:
-        return MIN_SCALE
+        return final
     if schedule == "step":
         return 1.0
     progress = t / span
     fall = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
-    return MIN_SCALE + (1 - MIN_SCALE) * fall
+    return final + (1 - final) * fall
 
 
 @hookimpl
@@ -78,12 +91,13 @@ def synthesize(ctx) -> SyntheticSet:
 
     config = ctx.config
     recipe = resolve(config, ctx.image_shape, PRESETS)
+    final = config.final_scale if config.final_scale is not None else FINAL_SCALE[recipe.preset]
     schedule = functools.partial(
-        min_crop_scale, iterations=recipe.iterations, schedule=config.schedule, milestone=config.milestone
+        min_crop_scale, iterations=recipe.iterations, schedule=config.schedule, milestone=config.milestone, final=final
     )
     synset = recover(ctx, recipe, method="cda", min_scale=schedule)
-    synset.meta["curriculum"] = {"schedule": config.schedule, "milestone": config.milestone}
+    synset.meta["curriculum"] = {"schedule": config.schedule, "milestone": config.milestone, "final_scale": final}
     return synset
 
 
-__all__ = ["SMOKE_CONFIG", "PRESETS", "Config", "min_crop_scale"]
+__all__ = ["SMOKE_CONFIG", "FINAL_SCALE", "PRESETS", "Config", "min_crop_scale"]
