@@ -72,7 +72,9 @@ class Config(BaseModel, frozen=True, extra="forbid"):
 
     iterations: int | None = Field(None, ge=1, description="optimization steps per batch")
     lr: float | None = Field(None, gt=0, description="Adam learning rate on the pixels, cosine to 0")
-    batch_size: int | None = Field(None, ge=1, description="classes per batch (one image each, one IPC index per batch)")
+    batch_size: int | None = Field(
+        None, ge=1, description="classes per batch (one image each, one IPC index per batch)"
+    )
     r_bn: float | None = Field(None, ge=0, description="weight of the BatchNorm statistics loss")
     first_bn_multiplier: float | None = Field(None, ge=0, description="extra weight of the first BatchNorm layer")
     r_var: float | None = Field(None, ge=0, description="weight of the variance term inside the BatchNorm loss")

@@ -44,7 +44,9 @@ def synthesize(ctx) -> SyntheticSet:
                     y = classes.to(ctx.device)
 
                     def adjust(view: torch.Tensor, y: torch.Tensor = y) -> None:
-                        norms.append(adjusted.enter_context(directed_adjustment(teacher, view, y, s["rho"], s["steps"])))
+                        norms.append(
+                            adjusted.enter_context(directed_adjustment(teacher, view, y, s["rho"], s["steps"]))
+                        )
 
                     x, trace = optimize(ctx, teacher, real.get(by_class[classes, i]), y, s, augment, bar, adjust)
                     images.append(x)
