@@ -1,4 +1,4 @@
-"""File helpers shared by the caches and stores: checksums and atomic writes."""
+"""File helpers shared by the caches and stores: checksums and durable atomic writes."""
 
 from __future__ import annotations
 
@@ -16,12 +16,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's) contents and metadata to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write through a temporary file in the same folder, fsync it, rename, fsync the folder:
+    readers never see half a file, and a power cut leaves the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@ student x seed, record everything in the store, and continue an unfinished run o
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -33,6 +34,8 @@ from rd3_harness.synthesis import code_digest, parse_config, synthesis_key
 from rd3_harness.training.checkpoint import Checkpoints
 from rd3_harness.training.trainer import Engine, StudentResult
 from rd3_harness.workspace import Workspace, open_workspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,8 +78,8 @@ def synthesize(
             synset, manifest = load_synset(folder)
             if manifest.get("synthesis_key") == key:
                 return Synthesized(synset, manifest, folder, reused=True)
-        except UsageError:
-            pass  # a damaged cache entry is made again
+        except UsageError as exc:
+            log.warning("cached synthetic set is truncated or damaged (%s); synthesizing it again", exc)
     p = ws.protocol
     device = ws.settings.torch_device
     ctx = ws.context(

@@ -178,14 +178,14 @@ def get_teacher(
     if isinstance(spec, TrainedTeacher):
         weights, meta = cache_paths(spec, dataset, settings)
         if weights.is_file() and meta.is_file() and not retrain:
-            info = json.loads(meta.read_text())
+            info = _read_meta(meta)
             digest = file_sha256(weights)
             if digest == info.get("sha256"):
                 model = _into(
                     _build(models, spec, dataset, channels, num_classes, device), load_file(str(weights)), weights
                 )
                 return LoadedTeacher(spec, model.eval(), digest, weights, info.get("test_top1"), 0.0)
-            log.warning("cached teacher %s does not match its recorded sha256; training it again", weights)
+            log.warning("cached teacher %s is truncated or damaged (sha256 mismatch); training it again", weights)
         if train is None:
             raise UsageError("training a teacher needs the real training set")
         model, top1, wall = train_teacher(models, spec, dataset, train, test, device, settings.channels_last)
@@ -211,6 +211,15 @@ def get_teacher(
         model = _into(_build(models, spec, dataset, channels, num_classes, device), _load_state(path), path)
         return LoadedTeacher(spec, model.eval(), digest, path, None, 0.0)
     return _torchvision_teacher(models, spec, dataset, channels, num_classes, device)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A cached teacher's record; a torn or damaged one reads as empty (so the teacher is trained again)."""
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _find_file(name: str, settings: Settings) -> Path:

@@ -18,6 +18,7 @@ from rd3_harness.data.real import RealData
 from rd3_harness.hashing import sha256_of
 from rd3_harness.protocol.io import protocol_hash
 from rd3_harness.protocol.library import resolve_protocol
+from rd3_harness.protocol.preflight import check_protocol, physical_memory_bytes
 from rd3_harness.protocol.schema import HardLabels, Protocol
 from rd3_harness.registry import DatasetInfo, Registries
 from rd3_harness.settings import Settings
@@ -60,6 +61,13 @@ class Workspace:
         )
         self.train = RealData(train, **common)
         self.test = RealData(test, test=True, **common)
+        check_protocol(
+            self.protocol,
+            native_resolution=self.info.resolution,
+            channels=self.info.channels,
+            class_sizes=torch.bincount(train.labels, minlength=self.info.num_classes).tolist(),
+            memory_bytes=physical_memory_bytes(),
+        )
 
     @property
     def hash(self) -> str:

@@ -4,11 +4,14 @@ grid for people; and import of an ImageFolder of PNG/JPG files made elsewhere.""
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -17,6 +20,7 @@ from rd3_harness.data.readers import IMAGE_SUFFIXES, decode_image, scan_image_fo
 from rd3_harness.errors import UsageError
 from rd3_harness.files import atomic_write, file_sha256
 
+log = logging.getLogger(__name__)
 FORMAT = "rd3-synset/1"
 MANIFEST, TENSORS, GRID = "manifest.json", "images.safetensors", "grid.png"
 
@@ -129,14 +133,26 @@ def import_image_folder(
         missing = sorted(set(range(num_classes)) - set(classes))
         detail = ", ".join(wrong[:5]) + (f"; missing classes {missing[:5]}" if missing else "")
         raise UsageError(f"{folder}: expected {ipc} images in each of {num_classes} classes ({detail})")
-    images = []
+    images, converted = [], Counter()
     for path in files:
+        with Image.open(path) as header:
+            if (header.mode in ("L", "I", "I;16", "1")) != (channels == 1):
+                converted[header.mode] += 1
         img = decode_image(path, channels)
         if tuple(img.shape[1:]) != (resolution, resolution):
             raise UsageError(
                 f"{path}: image is {img.shape[2]}x{img.shape[1]}, the protocol needs {resolution}x{resolution}"
             )
         images.append(img)
+    if converted:
+        modes = ", ".join(f"{n} {mode}" for mode, n in sorted(converted.items()))
+        log.warning(
+            "%s: converted %s image(s) to %s for the protocol's %d-channel dataset",
+            folder,
+            modes,
+            "grayscale" if channels == 1 else "RGB",
+            channels,
+        )
     pixels = torch.stack(images).float() / 255
     return SyntheticSet(
         normalize(pixels), torch.tensor([classes[i] for i in labels], dtype=torch.int64), meta={"source": str(folder)}

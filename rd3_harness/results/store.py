@@ -1,12 +1,16 @@
-"""The results store: SQLite (stdlib) in WAL mode under the output folder.
+"""The results store: SQLite (stdlib) under the output folder.
 
 One row per run (its JSON document) and one per (run, student, seed) record. Each write is one
-transaction; several processes may write at once (busy timeout).
+transaction, committed with `synchronous=FULL`; several processes may write at once (busy timeout).
+On a local disk the journal is WAL; on a shared filesystem (NFS, Lustre, ...: detected from
+/proc/mounts, or `RD3_STORE_MODE=shared`) WAL's shared memory is unsafe, so the store uses the
+rollback journal, whose locks are plain file locks.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +20,10 @@ from rd3_harness.errors import UsageError
 from rd3_harness.results.record import Run, RunRecord
 
 STORE_NAME = "results.sqlite"
+STORE_MODES = ("auto", "wal", "shared")
+SHARED_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "lustre", "cifs", "smb3", "smbfs", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "fuse.sshfs"}
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -40,10 +48,39 @@ CREATE INDEX IF NOT EXISTS records_by_hash ON records (protocol_hash, method);
 """
 
 
+def filesystem_type(path: Path, mounts: str = "/proc/mounts") -> str:
+    """The type of the filesystem holding `path` (the longest matching mount point), or "" if unknown."""
+    target, best, kind = os.path.realpath(path), -1, ""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
+def store_mode(folder: Path) -> str:
+    """`wal` or `shared`: `RD3_STORE_MODE` when set to one of them, else from the filesystem type."""
+    mode = os.environ.get("RD3_STORE_MODE", "auto").strip().lower() or "auto"
+    if mode not in STORE_MODES:
+        raise UsageError(f"RD3_STORE_MODE={mode!r}: use one of {', '.join(STORE_MODES)}")
+    if mode == "auto":
+        return "shared" if filesystem_type(folder) in SHARED_FILESYSTEMS else "wal"
+    return mode
+
+
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, mode: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.mode = mode or store_mode(self.path.parent)
         with self._connect() as db:
             db.executescript(SCHEMA)
 
@@ -55,8 +92,9 @@ class Store:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=60000")
+            db.execute(f"PRAGMA journal_mode={'WAL' if self.mode == 'wal' else 'DELETE'}")
+            db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             yield db
         finally:
