@@ -62,7 +62,7 @@ def engine_vs_floor(arch: str, resolution: int, batch: int, precision: str, step
     from rd3_harness.training.trainer import _Student
 
     registries = get_plugins().registries
-    data = resolve_protocol(registries, "cpu/smoke.v1").model_dump(mode="json")
+    data = resolve_protocol(registries, "cpu/smoke.v1")[0].model_dump(mode="json")
     data["evaluation"].update(precision=precision, batch_size=batch)
     protocol = Protocol.model_validate(data)
     set_precision(precision)
