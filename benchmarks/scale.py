@@ -1,7 +1,8 @@
 """Scale-out and teacher reuse.
 
-(a) one process against two gloo processes under torchrun on the CPU, same protocol and global
-    batch: accuracy difference and wall time;
+(a) the protocol's students x 4 seeds (>= 4 jobs) on the CPU three ways: job-parallel under
+    torchrun (2 processes x 1 thread), one process x 2 threads, data-parallel (2 gloo processes x
+    1 thread): wall times and the job-parallel ratios;
 (b) K = 3 students with and without teacher reuse: total time, teacher forward passes and the
     teacher's share of the time.
 Run: `python benchmarks/scale.py [--protocol P] [--epochs N] [--json]` (RD3_HOME must hold or
@@ -38,12 +39,13 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def processes(protocol_file: Path, nproc: int, out: Path) -> tuple[float, list[dict]]:
+def processes(protocol_file: Path, nproc: int, out: Path, *extra: str) -> tuple[float, list[dict]]:
     cmd = [sys.executable]
     if nproc > 1:
         cmd += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
     cmd += ["-m", "rd3_harness", "run", "--plugin", "random", "-p", str(protocol_file), "-o", str(out), "--json"]
     env = {**os.environ, "RD3_DEVICE": "cpu", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // nproc))}
+    cmd += list(extra)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return time.perf_counter() - start, json.loads(done.stdout)["records"]
@@ -97,19 +99,25 @@ def main() -> None:
     args = parser.parse_args()
     source = protocol_path(get_plugins().registries, args.protocol)
     data = yaml.safe_load(source.read_text())
-    data["evaluation"].update(epochs=args.epochs, seeds=[0])
+    data["evaluation"].update(epochs=args.epochs, seeds=[0, 1, 2, 3])
     protocol = Protocol.model_validate(data)
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "p.yaml"
         file.write_text(yaml.safe_dump(data))
+        tj, rj = processes(file, 2, Path(tmp) / "jobs")
         t1, r1 = processes(file, 1, Path(tmp) / "one")
-        t2, r2 = processes(file, 2, Path(tmp) / "two")
+        td, rd = processes(file, 2, Path(tmp) / "data", "--parallel", "data")
+    single = {(r["student"], r["seed"]): r["top1"] for r in r1}
     result = {
-        "ddp": {
-            "one_process": {"wall_s": t1, "top1": r1[0]["top1"]},
-            "two_gloo_processes": {"wall_s": t2, "top1": r2[0]["top1"]},
-            "top1_difference": r2[0]["top1"] - r1[0]["top1"],
+        "jobs": len(r1),
+        "job_parallel_2x1": {
+            "wall_s": tj,
+            "equal_to_one_process": {(r["student"], r["seed"]): r["top1"] for r in rj} == single,
         },
+        "one_process_1x2": {"wall_s": t1},
+        "data_parallel_2x1": {"wall_s": td},
+        "job_over_data": tj / td,
+        "job_over_one": tj / t1,
         "teacher_reuse": {
             "with": reuse(protocol, source, args.epochs, True),
             "without": reuse(protocol, source, args.epochs, False),
@@ -120,12 +128,13 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    d = result["ddp"]
-    print(f"{args.protocol}, {args.epochs} epochs, 1 seed, CPU")
-    print(f"  1 process:           {d['one_process']['wall_s']:7.1f} s  top-1 {100 * d['one_process']['top1']:.2f}%")
+    print(f"{args.protocol}, {args.epochs} epochs, seeds 0-3: {result['jobs']} jobs, CPU")
     print(
-        f"  2 gloo processes:    {d['two_gloo_processes']['wall_s']:7.1f} s  top-1 {100 * d['two_gloo_processes']['top1']:.2f}%"
+        f"  job-parallel 2 x 1 thread:   {tj:7.1f} s  (records equal one process: {result['job_parallel_2x1']['equal_to_one_process']})"
     )
+    print(f"  one process x 2 threads:     {t1:7.1f} s")
+    print(f"  data-parallel 2 x 1 thread:  {td:7.1f} s")
+    print(f"  job-parallel / data-parallel {result['job_over_data']:.2f}, / one process {result['job_over_one']:.2f}")
     for name, r in (("with teacher reuse", with_), ("without teacher reuse", without)):
         print(
             f"  K=3 {name:<22} {r['wall_s']:7.1f} s, {r['teacher_calls']} teacher passes, "

@@ -32,6 +32,7 @@ from rd3_harness.results.store import Store
 from rd3_harness.settings import Settings
 from rd3_harness.synthesis import code_digest, parse_config, synthesis_key
 from rd3_harness.training.checkpoint import Checkpoints
+from rd3_harness.training.numerics import set_determinism
 from rd3_harness.training.trainer import Engine, StudentResult
 from rd3_harness.workspace import Workspace, open_workspace
 
@@ -120,8 +121,22 @@ class RunOutcome:
     records: list[RunRecord]
 
 
-def run_key(protocol_hash: str, plugin: PluginRef, config_hash: str, synset_sha256: str) -> str:
-    return sha256_of([protocol_hash, plugin.name, plugin.version, config_hash, synset_sha256])
+def run_key(
+    protocol_hash: str, plugin: PluginRef, config_hash: str, synset_sha256: str, students: tuple[str, ...] | None = None
+) -> str:
+    parts = [protocol_hash, plugin.name, plugin.version, config_hash, synset_sha256]
+    return sha256_of(parts if students is None else [*parts, sorted(students)])
+
+
+def chosen_jobs(jobs: list[tuple[str, int]], students: tuple[str, ...] | None) -> list[tuple[str, int]]:
+    """The protocol's jobs, narrowed to `--students` (names checked against the protocol)."""
+    if students is None:
+        return jobs
+    known = {s for s, _ in jobs}
+    unknown = [s for s in students if s not in known]
+    if unknown:
+        raise UsageError(f"--students {','.join(unknown)}: not in the protocol; it lists {', '.join(sorted(known))}")
+    return [j for j in jobs if j[0] in students]
 
 
 def _check_fits(ws: Workspace, synth: Synthesized) -> None:
@@ -171,15 +186,20 @@ def evaluate(
 ) -> RunOutcome:
     """Evaluate a synthetic set under the workspace's protocol and record it.
 
-    When an earlier attempt of the same command (same protocol hash, method, config and synthetic
-    set) was interrupted or failed, it is continued: finished (student, seed) evaluations are kept,
-    an unfinished one resumes from its last epoch checkpoint.
+    When an earlier attempt of the same command (same protocol hash, method, config, synthetic
+    set and `--students`) was interrupted or failed, it is continued: finished (student, seed)
+    evaluations are kept, an unfinished one resumes from its last epoch checkpoint.
+
+    Under torchrun in job-parallel mode each rank takes a contiguous share of the unfinished jobs
+    and commits each record as it finishes (one transaction per record, keyed by run, student and
+    seed: a crash of any rank loses only its unfinished jobs); rank 0 writes the run document.
     """
     p, settings = ws.protocol, ws.settings
     device = settings.torch_device
+    set_determinism(settings.deterministic, settings.benchmark_cudnn)
     _check_fits(ws, synth)
     m = synth.manifest
-    key = run_key(ws.hash, plugin, synth.config_hash, m["sha256"])
+    key = run_key(ws.hash, plugin, synth.config_hash, m["sha256"], settings.students)
     world = distributed.world()
     previous = store.resumable(key) if settings.resume and world.main else None
     if previous is not None:
@@ -193,10 +213,9 @@ def evaluate(
     run.run_id = run_id
     if world.main:
         store.put_run(run)
-    else:
-        records = []
     folder = settings.out / "checkpoints" / run.run_id
     started = time.perf_counter()
+    error: BaseException | None = None
     try:
         teachers = ws.label_teachers()
         run.label_teachers = [t.as_record() for t in teachers]
@@ -213,30 +232,43 @@ def evaluate(
             teacher_reuse=settings.teacher_reuse,
             channels_last=settings.channels_last,
             checkpoints=Checkpoints(folder, settings.checkpoint_every),
+            world=world,
         )
+        todo = [j for j in chosen_jobs(engine.jobs(), settings.students) if j not in done]
+        mine = todo if world.data_parallel else todo[world.shard(len(todo))]
+        writes = world.main or not world.data_parallel
 
         def keep(result: StudentResult) -> None:
             record = record_of(run, result, str(device))
             store.put_record(record)
             records.append(record)
 
-        engine.run(on_result=keep if world.main else None, skip=lambda student, seed: (student, seed) in done)
+        engine.run(on_result=keep if writes else None, jobs=mine)
         run.synset.label_storage_bytes = engine.provider.storage_bytes
     except (Exception, KeyboardInterrupt) as exc:
-        run.status, run.error, run.finished = "failed", f"{type(exc).__name__}: {exc}", now()
+        error = exc
+    failures = [f for f in world.gather(None if error is None else _describe(error)) if f is not None]
+    if world.distributed and world.main:
+        records = store.records(run.run_id)
+    if failures:
+        run.status, run.error, run.finished = "failed", failures[0], now()
         run.summary = summarize_records(records)
         if world.main:
             store.put_run(run)
-        if isinstance(exc, Rd3Error):
-            raise
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        raise Rd3Error(f"evaluation of run {run.run_id} failed: {what} (rerun the same command to continue)") from exc
+        if isinstance(error, Rd3Error):
+            raise error
+        what = failures[0] if error is None else _describe(error)
+        raise Rd3Error(f"evaluation of run {run.run_id} failed: {what} (rerun the same command to continue)") from error
     run.evaluation_wall_s = (run.evaluation_wall_s or 0.0) + time.perf_counter() - started
     run.status, run.finished, run.summary = "complete", now(), summarize_records(records)
     if world.main:
         store.put_run(run)
         shutil.rmtree(folder, ignore_errors=True)
     return RunOutcome(run, records)
+
+
+def _describe(exc: BaseException) -> str:
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
 
 
 def run(

@@ -46,6 +46,14 @@ class Settings:
     """Save a training checkpoint every N epochs (RD3_CHECKPOINT_EVERY; 0 = never)."""
     resume: bool = True
     """Continue an unfinished run of the same command instead of starting a new one."""
+    parallel: str = "jobs"
+    """Under torchrun: `jobs` (each rank runs whole (student, seed) evaluations) or `data` (DDP)."""
+    deterministic: bool = False
+    """Deterministic algorithms, the cuBLAS workspace setting, cudnn.benchmark off."""
+    benchmark_cudnn: bool = False
+    """cuDNN autotuning (faster convolutions, not repeatable on CUDA)."""
+    students: tuple[str, ...] | None = None
+    """Evaluate only these students of the protocol (same hash); None: all."""
 
     def __post_init__(self) -> None:
         if self.data_root is None:

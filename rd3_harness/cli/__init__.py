@@ -72,7 +72,7 @@ def _root(
 
 
 def _register() -> None:
-    from rd3_harness.cli import analysis, catalog, plugins, protocol, results, run, scaffold, teacher
+    from rd3_harness.cli import analysis, catalog, plugins, protocol, results, run, scaffold, sweep, teacher
 
     app.add_typer(protocol.app, name="protocol")
     app.add_typer(plugins.app, name="plugins")
@@ -82,6 +82,7 @@ def _register() -> None:
     app.add_typer(teacher.app, name="teacher")
     app.add_typer(results.app, name="results")
     run.register(app)
+    sweep.register(app)
     analysis.register(app)
 
 

@@ -42,6 +42,44 @@ FreshOpt = Annotated[bool, typer.Option("--fresh", help="Synthesize again even i
 RestartOpt = Annotated[
     bool, typer.Option("--restart", help="Start a new run instead of continuing an interrupted one of this command.")
 ]
+StudentsOpt = Annotated[
+    str | None,
+    typer.Option("--students", help="Evaluate only these of the protocol's students, e.g. resnet18 (same hash)."),
+]
+ParallelOpt = Annotated[
+    str,
+    typer.Option(
+        "--parallel",
+        help="Under torchrun: jobs (each rank runs whole student x seed evaluations) or data (DDP per student).",
+    ),
+]
+DeterministicOpt = Annotated[
+    bool, typer.Option("--deterministic", help="Deterministic algorithms (repeatable CUDA numbers; slower).")
+]
+BenchmarkCudnnOpt = Annotated[
+    bool, typer.Option("--benchmark-cudnn", help="cuDNN autotuning (faster convolutions; not repeatable).")
+]
+
+
+def _runtime(out_dir, device, download, data_root, restart, students, parallel, deterministic, benchmark_cudnn):
+    from rd3_harness.distributed import MODES
+
+    if parallel not in MODES:
+        raise UsageError(f"--parallel {parallel!r}: use {' or '.join(MODES)}")
+    names = tuple(n.strip() for n in students.split(",") if n.strip()) if students is not None else None
+    if names is not None and not names:
+        raise UsageError("--students: give student names separated by commas")
+    return runtime_settings(
+        out_dir,
+        device,
+        download,
+        data_root,
+        resume=not restart,
+        parallel=parallel,
+        deterministic=deterministic or None,
+        benchmark_cudnn=benchmark_cudnn or None,
+        students=names,
+    )
 
 
 def _config(pairs: list[str] | None, file: Path | None) -> dict:
@@ -97,6 +135,10 @@ def run(
     download: DownloadOpt = False,
     fresh: FreshOpt = False,
     restart: RestartOpt = False,
+    students: StudentsOpt = None,
+    parallel: ParallelOpt = "jobs",
+    deterministic: DeterministicOpt = False,
+    benchmark_cudnn: BenchmarkCudnnOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Synthesize with a method plugin, evaluate under the protocol, record the result.
@@ -105,8 +147,8 @@ def run(
     one resumes from its last epoch checkpoint) unless --restart is given."""
     from rd3_harness import distributed, runner
 
-    s = runtime_settings(out_dir, device, download, data_root, resume=not restart)
-    world = distributed.init_from_env(s.torch_device)
+    s = _runtime(out_dir, device, download, data_root, restart, students, parallel, deterministic, benchmark_cudnn)
+    world = distributed.init_from_env(s.torch_device, s.parallel)
     try:
         with rich_progress(err) if world.main else contextlib.nullcontext():
             outcome = runner.run(
@@ -170,24 +212,45 @@ def evaluate(
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     restart: RestartOpt = False,
+    students: StudentsOpt = None,
+    parallel: ParallelOpt = "jobs",
+    deterministic: DeterministicOpt = False,
+    benchmark_cudnn: BenchmarkCudnnOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a synthetic set made elsewhere under the protocol and record it."""
+    """Evaluate a synthetic set made elsewhere under the protocol and record it (under torchrun,
+    as `run` does: rank 0 imports the set and writes the run, the ranks share the jobs)."""
+    from rd3_harness import distributed
+
+    if not synset.is_dir():
+        raise UsageError(f"{synset}: not a folder")
+    s = _runtime(out_dir, device, download, data_root, restart, students, parallel, deterministic, benchmark_cudnn)
+    world = distributed.init_from_env(s.torch_device, s.parallel)
+    try:
+        with rich_progress(err) if world.main else contextlib.nullcontext():
+            outcome = _evaluate_folder(synset, protocol, name, seeds, s, world)
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()
+    if world.main:
+        print_run(outcome, s.out, as_json)
+
+
+def _evaluate_folder(synset: Path, protocol, name: str | None, seeds: str | None, s, world):
     from rd3_harness import runner
     from rd3_harness.data.synset import import_image_folder, is_image_folder, load_synset, save_synset
     from rd3_harness.results.store import Store
     from rd3_harness.workspace import open_workspace
 
-    if not synset.is_dir():
-        raise UsageError(f"{synset}: not a folder")
-    s = runtime_settings(out_dir, device, download, data_root, resume=not restart)
-    with rich_progress(err):
-        ws = open_workspace(registries(), protocol, s, parse_seeds(seeds))
-        p = ws.protocol
-        if (synset / "manifest.json").is_file():
-            data, manifest = load_synset(synset)
-            folder = synset
-        elif is_image_folder(synset):
+    ws = open_workspace(registries(), protocol, s, parse_seeds(seeds))
+    p = ws.protocol
+    if (synset / "manifest.json").is_file():
+        data, manifest = load_synset(synset)
+        folder = synset
+    elif is_image_folder(synset):
+        folder = s.out / "synsets" / f"imported-{synset.resolve().name}"
+        if world.main:  # one rank imports; the others read what it saved
             data = import_image_folder(
                 synset,
                 num_classes=ws.info.num_classes,
@@ -196,8 +259,7 @@ def evaluate(
                 resolution=p.dataset.resolution,
                 normalize=lambda x: ws.test.normalize(x.to(ws.test.device)).cpu(),
             )
-            folder = s.out / "synsets" / f"imported-{synset.resolve().name}"
-            manifest = save_synset(
+            save_synset(
                 folder,
                 data,
                 {
@@ -209,11 +271,12 @@ def evaluate(
                 },
                 denormalize=lambda x: ws.test.denormalize(x.to(ws.test.device)).cpu(),
             )
-        else:
-            raise UsageError(f"{synset}: neither an rd3h synthetic set (manifest.json) nor an ImageFolder")
-        synth, plugin = runner.given_set(data, manifest, folder, name)
-        outcome = runner.evaluate(ws, synth, plugin=plugin, store=Store.in_folder(s.out))
-    print_run(outcome, s.out, as_json)
+        world.broadcast(None)  # a barrier: the imported set is saved
+        data, manifest = load_synset(folder)
+    else:
+        raise UsageError(f"{synset}: neither an rd3h synthetic set (manifest.json) nor an ImageFolder")
+    synth, plugin = runner.given_set(data, manifest, folder, name)
+    return runner.evaluate(ws, synth, plugin=plugin, store=Store.in_folder(s.out))
 
 
 def register(app: typer.Typer) -> None:

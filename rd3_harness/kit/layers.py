@@ -41,6 +41,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "rd3_harness.default_plugins",
         "rd3_harness.workspace",
         "rd3_harness.runner",
+        "rd3_harness.sweep",
         "rd3_harness.kit",
         "rd3_harness.testing",
     ),

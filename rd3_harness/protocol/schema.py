@@ -350,7 +350,7 @@ class Evaluation(Frozen):
     batch_size: PositiveInt
     student_ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     """Evaluate an exponential moving average of the student's weights with this decay."""
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     seeds: tuple[Seed, ...] = Field(min_length=1)
     report: Report = Report()
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from rd3_harness.data.real import RealData
-from rd3_harness.distributed import World, world
+from rd3_harness.distributed import World
+from rd3_harness.distributed import world as current_world
 from rd3_harness.errors import Rd3Error
 from rd3_harness.models import create_model
 from rd3_harness.progress import progress
@@ -29,6 +30,7 @@ from rd3_harness.training.augment import Augmenter, AugmentParams, to_device
 from rd3_harness.training.checkpoint import Checkpoints
 from rd3_harness.training.labels import LabelProvider, TeacherEnsemble, make_provider
 from rd3_harness.training.losses import compute_loss
+from rd3_harness.training.numerics import set_precision
 from rd3_harness.training.optim import Scheduler, build_optimizer
 
 
@@ -62,26 +64,19 @@ class TrainingFailure(Rd3Error):
     """A training step failed; the message names the students, the seed and the epoch."""
 
 
-def uses_global_rng(model: nn.Module) -> bool:
-    """Whether training draws from the global RNG (dropout, drop-path)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
-            return True
-        if "droppath" in type(m).__name__.lower() and getattr(m, "drop_prob", 0) > 0:
-            return True
-    return False
-
-
-def rng_state(device: torch.device) -> torch.Tensor:
-    """The state of the generator that dropout on `device` draws from."""
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-
-
-def set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+def rng_state(device: torch.device) -> list[torch.Tensor]:
+    """The global generators a module may draw from (dropout, drop-path, stochastic depth, any
+    other): the CPU one, and the device's on CUDA."""
+    states = [torch.get_rng_state()]
     if device.type == "cuda":
-        torch.cuda.set_rng_state(state.cpu(), device)
-    else:
-        torch.set_rng_state(state.cpu())
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def set_rng_state(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0].cpu())
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states[1].cpu(), device)
 
 
 def wants_channels_last(model: nn.Module, device: torch.device, setting: bool | None) -> bool:
@@ -155,7 +150,7 @@ class _Student:
         self.channels_last = wants_channels_last(model, device, channels_last)
         model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.module, self.world = model, world  # the bare network: checkpointed, averaged and evaluated
-        if world.distributed:
+        if world.data_parallel:
             if device.type == "cuda":  # global-batch BN statistics, as in one process
                 model = self.module = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = nn.parallel.DistributedDataParallel(
@@ -167,7 +162,7 @@ class _Student:
         self.scheduler = Scheduler(self.optimizer, spec.schedule or ev.schedule, ev.epochs, steps_per_epoch)
         self.loss_spec, self.precision = ev.loss, ev.precision
         self.device = device
-        self.rng_state = rng_state(device) if uses_global_rng(self.model) else None
+        self.rng_state = rng_state(device)  # every student draws from its own streams
         self.ema: nn.Module | None = None
         self.ema_decay = ev.student_ema
         if self.ema_decay is not None:
@@ -181,8 +176,7 @@ class _Student:
         self.last_loss = float("nan")
 
     def step(self, x: torch.Tensor, targets, epoch: int, step: int) -> None:
-        if self.rng_state is not None:
-            set_rng_state(self.rng_state, self.device)
+        set_rng_state(self.rng_state, self.device)
         self.scheduler.set(epoch, step)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -196,8 +190,7 @@ class _Student:
             self._update_ema()
         self.loss_sum += loss.detach()
         self.loss_count += 1
-        if self.rng_state is not None:
-            self.rng_state = rng_state(self.device)
+        self.rng_state = rng_state(self.device)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -224,7 +217,7 @@ class _Student:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        self.rng_state = state["rng"]
+        self.rng_state = list(state["rng"])
         loss_sum, self.loss_count, self.last_loss = state["loss"]
         self.loss_sum.copy_(loss_sum)
 
@@ -280,8 +273,10 @@ class Engine:
         teacher_reuse: bool = True,
         channels_last: bool | None = None,
         checkpoints: Checkpoints | None = None,
+        world: World | None = None,
     ):
         ev = protocol.evaluation
+        set_precision(ev.precision)
         self.protocol, self.ev, self.device, self.test = protocol, ev, device, test
         self.models = models
         self.images = images.to(device, torch.float32)
@@ -294,7 +289,8 @@ class Engine:
         self.teacher = TeacherEnsemble(label_teachers, combine, ev.precision, cl) if label_teachers else None
         self.provider: LabelProvider = make_provider(ev.labels, self.teacher, soft_labels)
         self._epoch = 0
-        self.world = world()
+        shared = world or current_world()  # job-parallel ranks train alone: a world of one
+        self.world = shared if shared.data_parallel else World()
         if self.world.distributed:  # each rank tests its share of the test set; counts are summed
             self.test = test.subset(torch.arange(len(test))[self.world.shard(len(test))])
         self.test_size = len(test)
@@ -302,12 +298,17 @@ class Engine:
     def batch_size(self, student: Student) -> int:
         return min(student.batch_size or self.ev.batch_size, len(self.images))
 
-    def groups(self) -> list[list[Student]]:
+    def jobs(self) -> list[tuple[str, int]]:
+        """Every (student, seed) evaluation, ordered so that lockstep partners are adjacent."""
+        return [(s.architecture, seed) for seed in self.ev.seeds for group in self.groups() for s in group]
+
+    def groups(self, students: list[Student] | None = None) -> list[list[Student]]:
         """Students that train in lockstep (same batch size); one each without teacher reuse."""
+        students = list(self.ev.students) if students is None else students
         if not self.teacher_reuse:
-            return [[s] for s in self.ev.students]
+            return [[s] for s in students]
         by_bs: dict[int, list[Student]] = {}
-        for s in self.ev.students:
+        for s in students:
             by_bs.setdefault(self.batch_size(s), []).append(s)
         return list(by_bs.values())
 
@@ -334,16 +335,17 @@ class Engine:
         self.provider.prepare(self.images, replay)
 
     def run(
-        self, on_result: Callable[[StudentResult], None] | None = None, skip: Callable[[str, int], bool] | None = None
+        self,
+        on_result: Callable[[StudentResult], None] | None = None,
+        jobs: Collection[tuple[str, int]] | None = None,
     ) -> list[StudentResult]:
-        """Train and test every student x seed; `skip(student, seed)` leaves finished ones out."""
+        """Train and test the given (student, seed) jobs (default: all); jobs sharing a seed and a
+        batch size train in lockstep."""
         self.prepare()
+        wanted = set(self.jobs() if jobs is None else jobs)
         results = []
         for seed in self.ev.seeds:
-            for group in self.groups():
-                todo = [s for s in group if not (skip and skip(s.architecture, seed))]
-                if not todo:
-                    continue
+            for todo in self.groups([s for s in self.ev.students if (s.architecture, seed) in wanted]):
                 try:
                     trained = self._train_group(todo, seed)
                 except Rd3Error:

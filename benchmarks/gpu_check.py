@@ -1,0 +1,143 @@
+"""GPU acceptance check, one process on a CUDA machine:
+
+(a) a smoke run on cuda (`rd3h run --plugin random -p cpu/smoke.v1 --device cuda`);
+(b) engine against compute floor, per precision (fp32, tf32, bf16) with channels_last, at 32 px
+    (ConvNet-D3-W128, ResNet-18 with CIFAR stem) and 224 px (ResNet-18): the engine is the
+    student step the trainer runs (augmentation, mixing, KL loss towards given logits,
+    optimizer), the floor is forward + backward + optimizer step on a fixed batch; images/s each;
+(c) a one-process NCCL job-parallel run (`torchrun --nproc_per_node 1 ... --device cuda`).
+Writes one JSON report (--report, default gpu_check.json) and prints a table. Without CUDA it
+prints one line and exits 0. Run: `python benchmarks/gpu_check.py [--steps N] [--report FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+CASES = (("convnet_d3_w128_bn", 32, 256), ("resnet18_cifar", 32, 256), ("resnet18", 224, 128))
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def smoke_run(out: Path, launcher: list[str]) -> dict:
+    cmd = [sys.executable, *launcher, "-m", "rd3_harness", "run", "--plugin", "random", "-p", "cpu/smoke.v1"]
+    cmd += ["--device", "cuda", "-o", str(out), "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RD3_DEVICE": "cuda"})
+    result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - start}
+    if done.returncode == 0:
+        result["top1"] = [r["top1"] for r in json.loads(done.stdout)["records"]]
+    else:
+        result["stderr_tail"] = done.stderr[-2000:]
+    return result
+
+
+def _timed(step, steps: int) -> float:
+    for _ in range(3):  # warm-up (cuDNN plans, allocator)
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def engine_vs_floor(arch: str, resolution: int, batch: int, precision: str, steps: int) -> dict:
+    from rd3_harness.distributed import World
+    from rd3_harness.plugins import get_plugins
+    from rd3_harness.protocol.library import resolve_protocol
+    from rd3_harness.protocol.schema import Protocol, Student
+    from rd3_harness.training.augment import Augmenter
+    from rd3_harness.training.losses import Targets
+    from rd3_harness.training.numerics import set_precision
+    from rd3_harness.training.trainer import _Student
+
+    registries = get_plugins().registries
+    data = resolve_protocol(registries, "cpu/smoke.v1")[0].model_dump(mode="json")
+    data["evaluation"].update(precision=precision, batch_size=batch)
+    protocol = Protocol.model_validate(data)
+    set_precision(precision)
+    device = torch.device("cuda")
+    spec = Student(architecture=arch)
+    student = _Student(spec, protocol, 0, 1, (3, resolution, resolution), 10, device, True, World(), registries.models)
+    images = torch.randn(batch, 3, resolution, resolution, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    logits = torch.randn(batch, 10, device=device)
+    augmenter = Augmenter(protocol.evaluation.augmentation, resolution)
+    g = torch.Generator().manual_seed(0)
+
+    def engine_step() -> None:
+        p = augmenter.draw(batch, g).to(device)
+        x = augmenter.mix(augmenter.apply(images.clone(), p), p, inplace=True)
+        student.step(x, Targets(labels, labels, 1.0, logits=logits), 0, 0)
+
+    x_fixed = images.contiguous(memory_format=torch.channels_last)
+    model, opt = student.model, student.optimizer
+
+    def floor_step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x_fixed)
+        loss = torch.nn.functional.cross_entropy(out.float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    engine_s, floor_s = _timed(engine_step, steps), _timed(floor_step, steps)
+    return {
+        "architecture": arch,
+        "resolution": resolution,
+        "batch": batch,
+        "precision": precision,
+        "channels_last": True,
+        "engine_images_per_s": steps * batch / engine_s,
+        "floor_images_per_s": steps * batch / floor_s,
+        "engine_over_floor": floor_s / engine_s,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--report", type=Path, default=Path("gpu_check.json"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device on this machine; nothing checked")
+        return 0
+    report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        report["smoke_run"] = smoke_run(Path(tmp) / "smoke", [])
+        report["throughput"] = [
+            engine_vs_floor(arch, res, batch, precision, args.steps)
+            for arch, res, batch in CASES
+            for precision in PRECISIONS
+        ]
+        report["nccl_job_parallel"] = smoke_run(
+            Path(tmp) / "nccl", ["-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29533"]
+        )
+    args.report.write_text(json.dumps(report, indent=2))
+    print(f"{report['device']}, torch {report['torch']}")
+    for name in ("smoke_run", "nccl_job_parallel"):
+        r = report[name]
+        print(f"  {name:<18} rc {r['returncode']}  {r['wall_s']:6.1f} s  top-1 {r.get('top1')}")
+    print(f"  {'architecture':<20}{'px':>5}{'precision':>10}{'engine img/s':>14}{'floor img/s':>13}{'ratio':>7}")
+    for t in report["throughput"]:
+        print(
+            f"  {t['architecture']:<20}{t['resolution']:>5}{t['precision']:>10}"
+            f"{t['engine_images_per_s']:>14.0f}{t['floor_images_per_s']:>13.0f}{t['engine_over_floor']:>7.2f}"
+        )
+    print(f"report: {args.report}")
+    ok = report["smoke_run"]["returncode"] == 0 and report["nccl_job_parallel"]["returncode"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
