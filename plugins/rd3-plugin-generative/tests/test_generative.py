@@ -7,8 +7,6 @@ import sys
 
 import pytest
 import torch
-
-from rd3_harness.testing import check_plugin, synthesize_smoke
 from rd3_plugin_generative import d4m as d4m_entry
 from rd3_plugin_generative import minimax as minimax_entry
 from rd3_plugin_generative.algorithms import (
@@ -21,6 +19,8 @@ from rd3_plugin_generative.algorithms import (
 )
 from rd3_plugin_generative.config import TINY_GENERATOR
 from rd3_plugin_generative.generator import build_unet, obtain
+
+from rd3_harness.testing import check_plugin, synthesize_smoke
 
 
 def test_entry_modules_do_not_import_torch_or_diffusers():
@@ -113,7 +113,9 @@ def test_minimax_memory_losses_have_the_written_values():
     # cos(pred, D_0) = [[0], [1]] -> max 1 -> 1 * ld / 2
     assert div.item() == pytest.approx(ld / 2)
     # a second case: min cos = 1/sqrt2 with one class in the batch
-    rep, div = memory_losses(pred[:1], classes[:1], {0: [torch.tensor([1.0, 1.0])]}, {0: [torch.tensor([1.0, 0.0])]}, lr, ld)
+    rep, div = memory_losses(
+        pred[:1], classes[:1], {0: [torch.tensor([1.0, 1.0])]}, {0: [torch.tensor([1.0, 0.0])]}, lr, ld
+    )
     assert rep.item() == pytest.approx((1 - 2**-0.5) * lr)
     assert div.item() == pytest.approx(ld)
 
@@ -221,8 +223,15 @@ def test_minimax_loads_a_local_dit_and_vae_offline(smoke_context, tmp_path, monk
     torch.manual_seed(0)
     folder = tmp_path / "dit"
     DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-        sample_size=8, patch_size=2, num_embeds_ada_norm=12, norm_num_groups=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=12,
+        norm_num_groups=1,
     ).save_pretrained(folder / "transformer")
     _tiny_vae().save_pretrained(folder / "vae")
     cfg = minimax_entry.Config(
@@ -263,20 +272,39 @@ def test_d4m_loads_a_local_stable_diffusion_img2img_pipeline_offline(smoke_conte
     tokenizer, vocab_size = _tiny_clip_tokenizer(tmp_path / "tok")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-            num_hidden_layers=1, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1, projection_dim=16,
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            max_position_embeddings=77,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+            projection_dim=16,
         )
     )
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=4,
     )
     pipe = StableDiffusionImg2ImgPipeline(
-        vae=_tiny_vae(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(tmp_path / "sd")
     cfg = d4m_entry.Config(model_path=str(tmp_path / "sd"), sd_size=16, sample_steps=4, kmeans_pool=10)

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 # D4M: per-class k-means prototypes in latent space
 
 
-def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on rows of `x` with k-means++ seeding drawn from `generator` (on the CPU).
     Returns (centres [k, d], assignment [n]); stops when the assignment no longer changes. A
     cluster that empties is re-seeded with the point farthest from its centre."""
@@ -123,9 +125,7 @@ def memory_losses(
     return rep, div
 
 
-def update_memories(
-    real: torch.Tensor, pred: torch.Tensor, classes: torch.Tensor, real_memory, pseudo_memory
-) -> None:
+def update_memories(real: torch.Tensor, pred: torch.Tensor, classes: torch.Tensor, real_memory, pseudo_memory) -> None:
     """FIFO: append this batch's real latents and detached predictions per class (deques with maxlen)."""
     for c in sorted(set(classes.tolist())):
         rows = _where(classes, c).to(real.device)

@@ -43,7 +43,8 @@ class GeneratorConfig(BaseModel, frozen=True, extra="forbid"):
         "256 + VAE), loaded with local_files_only=True; None: train the small generator here",
     )
     ae_channels: tuple[int, ...] | None = Field(
-        None, description="AutoencoderKL block widths (latents are 2^(len-1) times smaller); None: the resolution's preset"
+        None,
+        description="AutoencoderKL block widths (latents are 2^(len-1) times smaller); None: the resolution's preset",
     )
     ae_steps: int = Field(600, ge=1, description="autoencoder training steps")
     ae_batch_size: int = Field(64, ge=1, description="autoencoder batch size")

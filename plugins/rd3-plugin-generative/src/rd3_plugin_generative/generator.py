@@ -18,9 +18,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +129,9 @@ class LatentDiffusion:
 
     def from_model_space(self, x: torch.Tensor, channels: int) -> torch.Tensor:
         if self.resize:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True
+            )
             if x.shape[1] != channels:
                 x = x.mean(1, keepdim=True).expand(-1, channels, -1, -1).contiguous()
             return ((x + 1) / 2).clamp(0, 1)
@@ -297,7 +300,9 @@ def train(real, num_classes: int, fields: dict, device: torch.device, progress: 
         with torch.no_grad():
             for start in range(0, n, 500):
                 idx = torch.arange(start, min(start + 500, n))
-                latents.append(vae.encode(model.to_model_space(real.raw(idx).float().to(device) / 255)).latent_dist.mode())
+                latents.append(
+                    vae.encode(model.to_model_space(real.raw(idx).float().to(device) / 255)).latent_dist.mode()
+                )
                 labels.append(real.labels[idx].to(device))
         latents, labels = torch.cat(latents), torch.cat(labels)
         std = float(latents.std())
@@ -367,8 +372,14 @@ def _load(folder: Path, real, num_classes: int, fields: dict, device: torch.devi
     vae.load_state_dict(state["vae"])
     unet.load_state_dict(state["unet"])
     model = LatentDiffusion(
-        vae.to(device).eval(), unet.to(device).eval(), float(state["scaling_factor"]), num_classes, r, size,
-        fields["train_timesteps"], info={**meta, "data_channels": c},
+        vae.to(device).eval(),
+        unet.to(device).eval(),
+        float(state["scaling_factor"]),
+        num_classes,
+        r,
+        size,
+        fields["train_timesteps"],
+        info={**meta, "data_channels": c},
     )
     return model
 

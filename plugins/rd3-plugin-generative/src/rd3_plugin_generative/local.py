@@ -21,7 +21,16 @@ from rd3_harness import UsageError
 # Class names used in D4M's text prompts when the config gives none.
 CLASS_NAMES = {
     "fashion-mnist": (
-        "T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+        "T-shirt",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
     ),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
@@ -30,7 +39,9 @@ CLASS_NAMES = {
 def _folder(path: str) -> Path:
     folder = Path(os.path.expanduser(path))
     if not folder.is_dir():
-        raise UsageError(f"model_path={path!r} is not a folder (a local diffusers model folder is needed; nothing is downloaded)")
+        raise UsageError(
+            f"model_path={path!r} is not a folder (a local diffusers model folder is needed; nothing is downloaded)"
+        )
     return folder
 
 

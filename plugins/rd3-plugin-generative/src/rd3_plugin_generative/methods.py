@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rd3_plugin_generative.algorithms import EMA, add_gammas, kmeans, mark_trainable, memory_losses, new_memories, update_memories
+from rd3_plugin_generative.algorithms import (
+    EMA,
+    add_gammas,
+    kmeans,
+    mark_trainable,
+    memory_losses,
+    new_memories,
+    update_memories,
+)
 from rd3_plugin_generative.generator import LatentDiffusion
 
 
@@ -82,7 +90,9 @@ def minimax(ctx, cfg, model: LatentDiffusion, labels_to_model=None) -> tuple[tor
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             with torch.no_grad():
                 posterior = model.vae.encode(model.to_model_space(x)).latent_dist
-                z0 = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=ctx.generator).to(device))
+                z0 = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=ctx.generator).to(
+                    device
+                )
                 z0 = z0 * model.scaling_factor
             y = ry if labels_to_model is None else labels_to_model.to(device)[ry]
             drop = (torch.rand(len(pick), generator=ctx.generator) < cfg.class_dropout).to(device)
@@ -110,7 +120,9 @@ def minimax(ctx, cfg, model: LatentDiffusion, labels_to_model=None) -> tuple[tor
         for c in range(ctx.num_classes):
             target = c if labels_to_model is None else int(labels_to_model[c])
             labels = torch.full((ctx.ipc,), target, dtype=torch.int64, device=device)
-            latents = model.sample(labels, guidance=cfg.guidance, steps=cfg.sample_steps, generator=ctx.generator, unet=sampler)
+            latents = model.sample(
+                labels, guidance=cfg.guidance, steps=cfg.sample_steps, generator=ctx.generator, unet=sampler
+            )
             out.append(model.decode(latents))
             bar.advance(1)
     meta = {
