@@ -243,9 +243,11 @@ def evaluate(
             checkpoints=Checkpoints(folder, settings.checkpoint_every),
             world=world,
             on_epoch=(
-                (lambda student, seed, epoch, metrics: observers.notify(
-                    "epoch_finished", run=run, student=student, seed=seed, epoch=epoch, metrics=metrics
-                ))
+                (
+                    lambda student, seed, epoch, metrics: observers.notify(
+                        "epoch_finished", run=run, student=student, seed=seed, epoch=epoch, metrics=metrics
+                    )
+                )
                 if observers.wants("epoch_finished")
                 else None
             ),

@@ -85,7 +85,9 @@ def observed(rd3_settings, tmp_path_factory):
 
 def test_observers_do_not_change_accuracy(observed):
     plain, recorded, raised, _ = observed
-    tops = [[(r["student"], r["seed"], r["top1"], r["top5"], r["final_loss"]) for r in d["records"]] for d in observed[:3]]
+    tops = [
+        [(r["student"], r["seed"], r["top1"], r["top5"], r["final_loss"]) for r in d["records"]] for d in observed[:3]
+    ]
     assert tops[0] == tops[1] == tops[2]  # bit-identical floats
     assert recorded["run"]["status"] == raised["run"]["status"] == "complete"
 
