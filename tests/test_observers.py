@@ -117,7 +117,8 @@ def test_hook_run_finished(observed):
     assert recorder.calls[-1] == ("run_finished", "complete", 1) and len(recorded["records"]) == 1
 
 
-def test_log_tensorboard_and_mlflow_match_the_record(env):
+def test_log_tensorboard_and_mlflow_match_the_record(env, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -136,7 +137,7 @@ def test_log_tensorboard_and_mlflow_match_the_record(env):
     assert run_doc["protocol_hash"] in texts["protocol_hash/text_summary"]
 
     client = MlflowClient(tracking_uri=(env / "mlflow").resolve().as_uri())
-    (experiment,) = [e for e in client.search_experiments() if e.name == "cpu/smoke.v1"]
+    (experiment,) = [e for e in client.search_experiments() if e.name == run_doc["protocol_name"]]
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.data.tags["rd3.protocol_hash"] == run_doc["protocol_hash"]
     assert mlrun.data.params["evaluation.epochs"] == str(epochs)

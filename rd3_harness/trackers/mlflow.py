@@ -6,6 +6,7 @@ exported record (`record.json`) and the synthetic set's `grid.png` as artifacts.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class Tracker:
     def run_started(self, run, protocol):
         from mlflow.tracking import MlflowClient
 
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
         self.client = MlflowClient(tracking_uri=self.uri)
         name = run.protocol_name
         experiment = self.client.get_experiment_by_name(name)
