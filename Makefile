@@ -37,7 +37,7 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml $(wildcard plugins/*/pyproject
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[dev,plot]'
+	$(PIP) install --quiet -e '.[dev,plot,trackers]'
 	touch $@
 
 install: $(VENV)/.installed

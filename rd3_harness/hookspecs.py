@@ -13,6 +13,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from rd3_harness.contract import MethodInfo, SynthesisContext, SyntheticSet
+    from rd3_harness.protocol.schema import Protocol
+    from rd3_harness.results.record import Run, RunRecord
 
 hookspec = pluggy.HookspecMarker("rd3_harness")
 hookimpl = pluggy.HookimplMarker("rd3_harness")
@@ -52,3 +54,26 @@ def register_models(register: Callable) -> None:
 def register_protocols(register: Callable) -> None:
     """Register protocol files: call `register(name, path)` for each (for example a method's
     legacy evaluation recipe), so `--protocol name` finds it."""
+
+
+@hookspec
+def run_started(run: Run, protocol: Protocol) -> None:
+    """Observe the start of an evaluation: the run (its id, protocol hash, plugin, synthetic set)
+    and the frozen protocol. Observers receive copies and cannot change a result."""
+
+
+@hookspec
+def epoch_finished(run: Run, student: str, seed: int, epoch: int, metrics: dict[str, float]) -> None:
+    """Observe one training epoch of a student x seed: `epoch` counts from 1; `metrics` holds
+    `loss` (mean training loss of the epoch), `lr` and `images_per_s`. Only called when some
+    plugin implements it."""
+
+
+@hookspec
+def evaluation_finished(run: Run, record: RunRecord) -> None:
+    """Observe one finished student x seed: the record as stored (accuracy, cost, flags)."""
+
+
+@hookspec
+def run_finished(run: Run, records: list[RunRecord]) -> None:
+    """Observe the end of an evaluation (status `complete` or `failed`) with all its records."""

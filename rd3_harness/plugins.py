@@ -24,6 +24,7 @@ import pluggy
 from rd3_harness import hookspecs
 from rd3_harness.contract import MethodInfo
 from rd3_harness.errors import UsageError
+from rd3_harness.observers import HOOKS, Observer, Observers
 from rd3_harness.registry import DatasetInfo, ModelEntry, Registries
 from rd3_harness.version import __version__
 
@@ -218,6 +219,16 @@ class Plugins:
         broken = [n for n, r in self.records.items() if r.error]
         extra = f" (broken: {', '.join(broken)}; see `rd3h plugins`)" if broken else ""
         raise UsageError(f"unknown plugin {name!r}; installed methods: {', '.join(sorted(methods))}{extra}")
+
+    def observers(self) -> Observers:
+        """The lifecycle hook implementations of every loaded plugin, to be called in isolation."""
+        found = [
+            Observer(impl.plugin_name, hook, impl.function, tuple(impl.argnames))
+            for hook in HOOKS
+            for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls())  # registration order
+            if not (impl.wrapper or impl.hookwrapper)
+        ]
+        return Observers(found)
 
     def synthesize_caller(self, name: str) -> Any:
         """The `synthesize` hook restricted to one method plugin (plus the core guard)."""

@@ -17,6 +17,7 @@ from rd3_harness.contract import MethodInfo, SyntheticSet
 from rd3_harness.data.synset import load_synset, save_synset
 from rd3_harness.errors import PluginFailure, Rd3Error, UsageError
 from rd3_harness.hashing import sha256_of
+from rd3_harness.observers import NONE, Observers
 from rd3_harness.plugins import Plugins
 from rd3_harness.results.record import (
     PluginRef,
@@ -182,7 +183,13 @@ def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, sou
 
 
 def evaluate(
-    ws: Workspace, synth: Synthesized, *, plugin: PluginRef, store: Store, source: str | None = None
+    ws: Workspace,
+    synth: Synthesized,
+    *,
+    plugin: PluginRef,
+    store: Store,
+    source: str | None = None,
+    observers: Observers = NONE,
 ) -> RunOutcome:
     """Evaluate a synthetic set under the workspace's protocol and record it.
 
@@ -213,6 +220,8 @@ def evaluate(
     run.run_id = run_id
     if world.main:
         store.put_run(run)
+    observers = observers if world.main else NONE
+    observers.notify("run_started", run=run, protocol=p)
     folder = settings.out / "checkpoints" / run.run_id
     started = time.perf_counter()
     error: BaseException | None = None
@@ -233,6 +242,15 @@ def evaluate(
             channels_last=settings.channels_last,
             checkpoints=Checkpoints(folder, settings.checkpoint_every),
             world=world,
+            on_epoch=(
+                (
+                    lambda student, seed, epoch, metrics: observers.notify(
+                        "epoch_finished", run=run, student=student, seed=seed, epoch=epoch, metrics=metrics
+                    )
+                )
+                if observers.wants("epoch_finished")
+                else None
+            ),
         )
         todo = [j for j in chosen_jobs(engine.jobs(), settings.students) if j not in done]
         mine = todo if world.data_parallel else todo[world.shard(len(todo))]
@@ -242,6 +260,7 @@ def evaluate(
             record = record_of(run, result, str(device))
             store.put_record(record)
             records.append(record)
+            observers.notify("evaluation_finished", run=run, record=record)
 
         engine.run(on_result=keep if writes else None, jobs=mine)
         run.synset.label_storage_bytes = engine.provider.storage_bytes
@@ -255,6 +274,7 @@ def evaluate(
         run.summary = summarize_records(records)
         if world.main:
             store.put_run(run)
+        observers.notify("run_finished", run=run, records=records)
         if isinstance(error, Rd3Error):
             raise error
         what = failures[0] if error is None else _describe(error)
@@ -264,6 +284,7 @@ def evaluate(
     if world.main:
         store.put_run(run)
         shutil.rmtree(folder, ignore_errors=True)
+    observers.notify("run_finished", run=run, records=records)
     return RunOutcome(run, records)
 
 
@@ -280,6 +301,7 @@ def run(
     config: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
     reuse: bool = True,
+    observers: Observers = NONE,
 ) -> RunOutcome:
     """`rd3h run`: synthesize with the plugin, evaluate under the protocol, record."""
     record = plugins.method(method)  # fail fast on an unknown name
@@ -302,7 +324,7 @@ def run(
         raise Rd3Error("rank 0 failed before the evaluation; see its message")
     else:
         synth = synthesize(plugins, ws, method, config, reuse=True)
-    return evaluate(ws, synth, plugin=plugin, store=store)
+    return evaluate(ws, synth, plugin=plugin, store=store, observers=observers)
 
 
 def _failed_run(ws: Workspace, plugin: PluginRef, config: dict[str, Any], error: str) -> Run:

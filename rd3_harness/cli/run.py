@@ -39,6 +39,10 @@ SeedsOpt = Annotated[
     str | None, typer.Option("--seeds", help="Evaluation seeds, e.g. 0,1,2 (changes the protocol hash).")
 ]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Synthesize again even if a cached set exists.")]
+LogOpt = Annotated[
+    list[str] | None,
+    typer.Option("--log", help="Also log to a tracker: tensorboard, mlflow or wandb (repeatable; optional extras)."),
+]
 RestartOpt = Annotated[
     bool, typer.Option("--restart", help="Start a new run instead of continuing an interrupted one of this command.")
 ]
@@ -139,15 +143,18 @@ def run(
     parallel: ParallelOpt = "jobs",
     deterministic: DeterministicOpt = False,
     benchmark_cudnn: BenchmarkCudnnOpt = False,
+    log: LogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Synthesize with a method plugin, evaluate under the protocol, record the result.
 
     Rerunning an interrupted command continues it (finished evaluations are kept, an unfinished
     one resumes from its last epoch checkpoint) unless --restart is given."""
-    from rd3_harness import distributed, runner
+    from rd3_harness import distributed, runner, trackers
 
     s = _runtime(out_dir, device, download, data_root, restart, students, parallel, deterministic, benchmark_cudnn)
+    for name, tracker in trackers.make(log or [], s.out):
+        plugins().add(name, tracker)
     world = distributed.init_from_env(s.torch_device, s.parallel)
     try:
         with rich_progress(err) if world.main else contextlib.nullcontext():
@@ -159,6 +166,7 @@ def run(
                 config=_config(config, config_file),
                 seeds=parse_seeds(seeds),
                 reuse=not fresh,
+                observers=plugins().observers(),
             )
     except BaseException:
         distributed.shutdown(wait=False)

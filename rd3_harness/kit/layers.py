@@ -22,6 +22,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "rd3_harness.progress",
         "rd3_harness.cost",
         "rd3_harness.hookspecs",
+        "rd3_harness.observers",
         "rd3_harness.contract",
         "rd3_harness.registry",
         "rd3_harness.protocol.schema",
@@ -44,6 +45,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "rd3_harness.sweep",
         "rd3_harness.kit",
         "rd3_harness.testing",
+        "rd3_harness.trackers",
     ),
     3: ("rd3_harness.cli", "rd3_harness.analysis", "rd3_harness.__main__"),
 }

@@ -274,9 +274,11 @@ class Engine:
         channels_last: bool | None = None,
         checkpoints: Checkpoints | None = None,
         world: World | None = None,
+        on_epoch: Callable[[str, int, int, dict[str, float]], None] | None = None,
     ):
         ev = protocol.evaluation
         set_precision(ev.precision)
+        self.on_epoch = on_epoch  # (student, seed, epoch, {loss, lr, images_per_s}) after each epoch
         self.protocol, self.ev, self.device, self.test = protocol, ev, device, test
         self.models = models
         self.images = images.to(device, torch.float32)
@@ -399,6 +401,8 @@ class Engine:
             bar.advance(start_epoch)
             for epoch in range(start_epoch, ev.epochs):
                 self._epoch = epoch
+                if self.on_epoch:
+                    marks = [(st.loss_sum.item(), st.loss_count, time.perf_counter()) for st in students]
                 for b, (idx, p) in enumerate(stream.epoch(epoch)):
                     x = self._inputs(idx, p)  # the whole batch, identical on every rank
                     part = self.world.shard(len(idx))
@@ -408,6 +412,8 @@ class Engine:
                         st.step(x, targets, epoch, b)
                     steps += 1
                 done = epoch + 1
+                if self.on_epoch:
+                    self._report_epoch(students, marks, seed, done, stream.steps_per_epoch * bs)
                 if report.mode == "best" and done >= check_from and done % report.every == 0 and done < ev.epochs:
                     for st in students:
                         checks[st.name].append((done, *self._accuracy(st)))
@@ -450,6 +456,14 @@ class Engine:
                 )
             )
         return results
+
+    def _report_epoch(self, students: list[_Student], marks: list, seed: int, epoch: int, images: int) -> None:
+        """Read (never reset) each student's loss accumulator and hand the epoch's metrics out."""
+        for st, (loss_sum, count, t0) in zip(students, marks):
+            loss = (st.loss_sum.item() - loss_sum) / max(st.loss_count - count, 1)
+            wall = time.perf_counter() - t0
+            lr = float(st.optimizer.param_groups[0]["lr"])
+            self.on_epoch(st.name, seed, epoch, {"loss": loss, "lr": lr, "images_per_s": images / max(wall, 1e-9)})
 
     def _accuracy(self, st: _Student) -> tuple[float, float]:
         return accuracy(
