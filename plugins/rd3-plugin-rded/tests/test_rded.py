@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from rd3_plugin_rded.crops import best_crops, cells, crop, pad_to
 
+from rd3_harness import resized_crop_boxes
 from rd3_harness.testing import synthesize_smoke
 
 LIGHT = """
@@ -31,7 +32,25 @@ def test_crops_are_exact_cuts_of_the_image():
     boxes = torch.tensor([[0.0, 0.0, 28.0, 28.0], [5.0, 3.0, 14.0, 14.0]])
     out = crop(x, boxes, (14, 14))
     assert torch.equal(out[1], x[1, :, 5:19, 3:17])
-    assert torch.allclose(out[0], F.avg_pool2d(x[:1], 2)[0])
+
+
+def test_crops_equal_torchvision_resized_crop_with_antialiasing(smoke_workspace):
+    """As RDED's RandomResizedCrop(antialias=True): crop, then resize; up- and downscaling, boxes at
+    the image border and inside it, on real images. Nothing outside a box blends into its edges."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    images = smoke_workspace.train.get(torch.arange(40))
+    fixed = [[0, 0, 28, 28], [0, 0, 8, 8], [20, 20, 8, 8], [6, 9, 11, 11], [2, 13, 15, 15], [9, 0, 19, 19]]
+    boxes = torch.cat([torch.tensor(fixed, dtype=torch.float64)] * 2)
+    boxes = torch.cat([boxes, resized_crop_boxes(28, 28, (0.08, 1.0), (1.0, 1.0), torch.Generator().manual_seed(0))])
+    for size in (28, 14, 9):
+        out = crop(images, boxes, (size, size))
+        for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
+            ref = TF.resized_crop(
+                images[i], top, left, h, w, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True
+            )
+            assert torch.allclose(out[i], ref, atol=1e-5), (size, (top, left, h, w))
 
 
 def test_kept_crops_have_lower_teacher_ce_than_rejected(smoke_workspace):
