@@ -113,6 +113,9 @@ def _store(out_dir):
     return open_store(out_dir)
 
 
+LEADERBOARD_FORMATS = ("table", "markdown", "csv", "json", "latex")
+
+
 def leaderboard(
     protocol: Annotated[
         str | None,
@@ -120,8 +123,17 @@ def leaderboard(
     ] = None,
     student: StudentOpt = None,
     out_dir: OutOpt = None,
-    as_json: JsonOpt = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print GitHub-flavoured markdown tables.")] = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table (rich), markdown (GitHub), csv (numbers as stored, one row per entry), json,"
+            " latex (booktabs, one table per hash and student).",
+        ),
+    ] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Same as --format markdown.")] = False,
 ) -> None:
     """Rank methods: one table per protocol hash and student, never mixing hashes.
 
@@ -130,17 +142,25 @@ def leaderboard(
     """
     from rd3_harness.analysis import leaderboard as lb
 
+    fmt = fmt.lower()
+    if fmt not in LEADERBOARD_FORMATS:
+        raise UsageError(f"--format {fmt!r}: use one of {', '.join(LEADERBOARD_FORMATS)}")
+    aliases = {name for name, on in (("json", as_json), ("markdown", markdown)) if on}
+    if len(aliases | ({fmt} if fmt != "table" else set())) > 1:
+        raise UsageError("choose one output format: --format, --json and --markdown disagree")
+    fmt = aliases.pop() if aliases else fmt
     store = _store(out_dir)
     h = lb.resolve_hash(registries(), store, protocol) if protocol else None
     tables = lb.boards(store, h, student)
     if not tables:
         where = f"under sha256:{short_hash(h)} " if h else ""
         raise UsageError(f"no complete runs {where}in {store.path}" + (f" for student {student}" if student else ""))
-    if as_json:
+    if fmt == "json":
         print_json([t.as_dict() for t in tables])
         return
-    if markdown:
-        out.print(lb.markdown(tables), markup=False, highlight=False, end="")
+    if fmt in ("markdown", "csv", "latex"):
+        text = {"markdown": lb.markdown, "csv": lb.csv_text, "latex": lb.latex}[fmt](tables)
+        out.file.write(text)
         return
     for t in tables:
         rows = [lb.row(e) for e in t.entries]
