@@ -106,7 +106,7 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
     result = Board(last.protocol_hash, names, last.protocol_source, student, entries)
     if not entries:
         return result
-    baseline = next((e for e in reversed(entries) if e.method == BASELINE), None)
+    baseline = baseline_entry(entries)
     if baseline is None:
         result.random_hint = f"rd3h run --plugin {BASELINE} --protocol {last.protocol_source}"
     best = entries[0]
@@ -117,6 +117,11 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
         if e is not best:
             e.p_vs_best = nan_to_none(welch_t_test(e.values, best.values)[2])
     return result
+
+
+def baseline_entry(entries: list[Entry]) -> Entry | None:
+    """The `random` entry gains are measured against (the lowest-ranked one if there are several)."""
+    return next((e for e in reversed(entries) if e.method == BASELINE), None)
 
 
 def boards(store, protocol_hash: str | None = None, student: str | None = None) -> list[Board]:

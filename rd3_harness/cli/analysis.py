@@ -187,30 +187,63 @@ def report(
     figures: Annotated[
         Path | None, typer.Option("--figures", help="Folder for the PNGs [default: OUT/figures].")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write a self-contained static site (open DIR/index.html) instead of the PNGs."),
+    ] = None,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--screenshot",
+            help="With --html: also save a 1280x900 PNG of the protocol page with the most entries (needs chromium).",
+        ),
+    ] = None,
     out_dir: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Draw PNG figures from the store (needs matplotlib: the `plot` extra).
+    """Draw PNG figures from the store (needs matplotlib: the `plot` extra), or with --html a static site.
 
     Per protocol hash and student: accuracy vs time-to-synthesize on a log axis and accuracy per
     method with error bars; every ablation saved under OUT/ablations; with --legacy, each method's
     number under its own legacy protocol beside its number under the standard.
+
+    --html DIR writes pages that need no server and no network: the protocols by hash, per hash the
+    sortable leaderboards, per-seed numbers, gains over random with 95% intervals, the efficiency
+    figure (when matplotlib is installed) and each method's image grid, the protocol's settings and
+    its diff against every other protocol, and a page per run with its record and environment.
     """
     from rd3_harness.analysis import leaderboard as lb
-    from rd3_harness.analysis.report import report as draw
 
     store = _store(out_dir)
     folder = runtime_settings(out_dir).out
     h = lb.resolve_hash(registries(), store, protocol) if protocol else None
-    written = draw(
-        store,
-        folder,
-        figures or folder / "figures",
-        protocol_hash=h,
-        student=student,
-        legacy=legacy,
-        registries=registries(),
-    )
+    if html is None:
+        if screenshot is not None:
+            raise UsageError("--screenshot needs --html DIR")
+        from rd3_harness.analysis.report import report as draw
+
+        written = draw(
+            store,
+            folder,
+            figures or folder / "figures",
+            protocol_hash=h,
+            student=student,
+            legacy=legacy,
+            registries=registries(),
+        )
+    else:
+        if legacy or figures:
+            raise UsageError("--legacy and --figures belong to the PNG figures; drop them with --html")
+        from rd3_harness.analysis import html_report
+
+        site = html_report.build(store, html, protocol_hash=h, student=student)
+        for note in site.notes:
+            err.print(note, markup=False, highlight=False)
+        written = [site.index]
+        if screenshot is not None:
+            from rd3_harness.analysis.browser import screenshot as shoot
+
+            written.append(shoot(site.largest, screenshot))
     if as_json:
         print_json([str(p) for p in written])
     else:
