@@ -56,7 +56,7 @@ h3{font-size:15px;margin-top:20px}code,pre{font:12px/1.4 ui-monospace,Menlo,Cons
 pre{background:#f0f2f5;padding:10px;overflow:auto;max-height:480px}
 table{border-collapse:collapse;margin:6px 0 12px;background:#fff}
 th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
-td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#eef1f5}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}code.id{white-space:nowrap}pre.kv{margin:0;padding:0;background:none;max-height:none;white-space:pre-wrap}th{background:#eef1f5}
 table.sortable th[data-key]{cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 tr.best td{font-weight:600}.note{color:#5a6372}.flag{color:#b0400b}.warn{color:#b0400b;font-weight:600}
@@ -96,8 +96,8 @@ if(key){Array.prototype.forEach.call(tables,function(t){sortTable(t,key,want.get
 @dataclass
 class Column:
     key: str
+    """The name `#sort=<key>` and the header click sort by."""
     label: str
-    numeric: bool = False
 
 
 @dataclass
@@ -135,8 +135,6 @@ class Site:
 
     root: Path
     index: Path
-    pages: list[Path] = field(default_factory=list)
-    assets: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     largest: Path | None = None
     """The protocol page with the most leaderboard entries (for a screenshot)."""
@@ -205,7 +203,7 @@ def key_values(data: dict[str, Any]) -> str:
     rows = []
     for key, value in data.items():
         shown = value if isinstance(value, str) else json.dumps(value, indent=1, default=str)
-        rows.append(f"<tr><th>{escape(str(key))}</th><td><code>{escape(shown)}</code></td></tr>")
+        rows.append(f'<tr><th>{escape(str(key))}</th><td><pre class="kv">{escape(shown)}</pre></td></tr>')
     return f"<table>{''.join(rows)}</table>"
 
 
@@ -262,7 +260,6 @@ class Builder:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        self.site.pages.append(path)
         return path
 
     def grid(self, run: Run) -> str | None:
@@ -276,7 +273,6 @@ class Builder:
                 target = f"assets/grid-{safe_name(key[:16])}.png"
                 (self.root / "assets").mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, self.root / target)
-                self.site.assets.append(self.root / target)
             self.grids[key] = target
         return self.grids[key]
 
@@ -284,7 +280,7 @@ class Builder:
         if self.plot_problem:
             return f'<p class="warn">The efficiency figure is missing: {escape(self.plot_problem)}.</p>'
         name = f"assets/efficiency-{short_hash(b.protocol_hash)}-{safe_name(b.student)}.png"
-        self.site.assets.append(efficiency_figure(b, self.root / name))
+        efficiency_figure(b, self.root / name)
         return (
             f'<figure><img src="../{name}" alt="accuracy against time-to-synthesize">'
             "<figcaption>Effectiveness against efficiency: top-1 (mean ± std over seeds) against"
@@ -298,9 +294,10 @@ class Builder:
             Column("hash", "protocol hash"),
             Column("name", "protocol"),
             Column("dataset", "dataset"),
-            Column("ipc", "IPC", True),
+            Column("ipc", "IPC"),
             Column("students", "students"),
-            Column("runs", "runs (complete / all)", True),
+            Column("seeds", "seeds"),
+            Column("runs", "runs (complete / all)"),
             Column("methods", "methods"),
         ]
         rows = []
@@ -311,11 +308,12 @@ class Builder:
                 (
                     {"data-hash": g.hash},
                     [
-                        Cell(f"<code>{_link(protocol_page(g.hash), g.short)}</code>", g.hash),
+                        Cell(f"<code class=id>{_link(protocol_page(g.hash), g.short)}</code>", g.hash),
                         Cell(escape(g.names)),
                         Cell(escape(p.dataset.name) if p else "?"),
                         Cell(str(p.ipc) if p else "?", p.ipc if p else "", True),
                         Cell(escape(", ".join(s.architecture for s in p.evaluation.students)) if p else "?"),
+                        Cell(",".join(map(str, p.evaluation.seeds)) if p else "?"),
                         Cell(f"{complete} / {len(g.runs)}", complete, True),
                         Cell(escape(", ".join(dict.fromkeys(r.plugin.name for r in g.runs)))),
                     ],
@@ -335,12 +333,12 @@ class Builder:
             (
                 {"data-run": r.run_id},
                 [
-                    Cell(f"<code>{_link(run_page(r.run_id), r.run_id)}</code>", r.run_id),
+                    Cell(f"<code class=id>{_link(run_page(r.run_id), r.run_id)}</code>", r.run_id),
                     Cell(escape(r.created)),
                     Cell(escape(r.state)),
                     Cell(escape(r.plugin.name)),
                     Cell(escape(r.plugin.version)),
-                    Cell(f"<code>{_link(protocol_page(r.protocol_hash), short_hash(r.protocol_hash))}</code>"),
+                    Cell(f"<code class=id>{_link(protocol_page(r.protocol_hash), short_hash(r.protocol_hash))}</code>"),
                     Cell(escape(r.protocol_name)),
                 ],
             )
@@ -361,15 +359,15 @@ class Builder:
 
     def leaderboard(self, b: lb.Board, tid: str) -> str:
         columns = [
-            Column("rank", "#", True),
+            Column("rank", "#"),
             Column("method", "method"),
             Column("version", "version"),
-            Column("mean", "top-1 % (mean ± std)", True),
-            Column("ci95", "95% CI", True),
-            Column("gain", "gain vs random (pp)", True),
-            Column("p", "p vs best", True),
-            Column("synthesis_s", "synthesis s", True),
-            Column("storage", "storage", True),
+            Column("mean", "top-1 % (mean ± std)"),
+            Column("ci95", "95% CI"),
+            Column("gain", "gain vs random (pp)"),
+            Column("p", "p vs best"),
+            Column("synthesis_s", "synthesis s"),
+            Column("storage", "storage"),
             Column("seeds", "seeds"),
             Column("run", "run"),
         ]
@@ -394,7 +392,7 @@ class Builder:
                         Cell(escape(shown["synthesis s"]), _num(e.synthesis_wall_s), True),
                         Cell(escape(shown["storage"]), _num(e.storage_bytes), True),
                         Cell(escape(shown["seeds"])),
-                        Cell(f"<code>{_link('../' + run_page(e.run_id), e.run_id)}</code>"),
+                        Cell(f"<code class=id>{_link('../' + run_page(e.run_id), e.run_id)}</code>"),
                     ],
                 )
             )
@@ -410,12 +408,12 @@ class Builder:
             Column("method", "method"),
             Column("version", "version"),
             Column("run", "run"),
-            Column("seed", "seed", True),
-            Column("top1", "top-1 %", True),
-            Column("top5", "top-5 %", True),
-            Column("final_top1", "final-epoch top-1 %", True),
-            Column("epoch", "reported epoch", True),
-            Column("train_s", "train s", True),
+            Column("seed", "seed"),
+            Column("top1", "top-1 %"),
+            Column("top5", "top-5 %"),
+            Column("final_top1", "final-epoch top-1 %"),
+            Column("epoch", "reported epoch"),
+            Column("train_s", "train s"),
         ]
         runs = {e.run_id for e in b.entries}
         rows = []
@@ -428,7 +426,7 @@ class Builder:
                     [
                         Cell(escape(r.method)),
                         Cell(escape(r.plugin_version)),
-                        Cell(f"<code>{_link('../' + run_page(r.run_id), r.run_id)}</code>"),
+                        Cell(f"<code class=id>{_link('../' + run_page(r.run_id), r.run_id)}</code>"),
                         Cell(str(r.seed), r.seed, True),
                         Cell(_pct(r.top1) + _flag(r.test_set_selection), r.top1, True),
                         Cell(_pct(r.top5), r.top5, True),
@@ -447,10 +445,10 @@ class Builder:
         columns = [
             Column("method", "method"),
             Column("version", "version"),
-            Column("mean", "top-1 % (mean)", True),
-            Column("gain", "gain vs random (pp)", True),
-            Column("gain_ci", "95% CI of the gain (Welch)", True),
-            Column("p_random", "p vs random (Welch)", True),
+            Column("mean", "top-1 % (mean)"),
+            Column("gain", "gain vs random (pp)"),
+            Column("gain_ci", "95% CI of the gain (Welch)"),
+            Column("p_random", "p vs random (Welch)"),
         ]
         rows = []
         for e in b.entries:
@@ -597,7 +595,6 @@ class Builder:
         json_path = self.root / "runs" / f"{name}.json"
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        self.site.assets.append(json_path)
         flagged = any(r.test_set_selection for r in records)
         summary = "".join(
             f"<tr><td><code>{escape(s.student)}</code></td><td class=n>{s.n}</td>"
@@ -606,15 +603,15 @@ class Builder:
             f"<td>{escape(','.join(map(str, s.seeds)))}</td></tr>"
             for s in run.summary
         )
-        record_fields = [k for k in RunRecord.model_fields if k not in ("run_id", "protocol_hash", "protocol_name")]
+        fields = [k for k in RunRecord.model_fields if k not in ("run_id", "protocol_hash", "protocol_name")]
         record_rows = "".join(
-            "<tr>"
+            f"<tr><th>{escape(k)}</th>"
             + "".join(
                 f"<td>{escape(str(getattr(r, k)))}{_flag(r.test_set_selection) if k == 'top1' else ''}</td>"
-                for k in record_fields
+                for r in records
             )
             + "</tr>"
-            for r in records
+            for k in fields
         )
         grid = self.grid(run)
         info = {
@@ -631,9 +628,13 @@ class Builder:
             f"<th>95% CI</th><th>seeds</th></tr></thead><tbody>{summary}</tbody></table>"
             + footnote(flagged)
             + "<h2>Records</h2>"
-            + '<div style="overflow:auto"><table id="records"><thead><tr>'
-            + "".join(f"<th>{escape(k)}</th>" for k in record_fields)
-            + f"</tr></thead><tbody>{record_rows}</tbody></table></div>"
+            + (
+                '<div style="overflow:auto"><table id="records"><thead><tr><th>field</th>'
+                + "".join(f"<th>{escape(r.student)} seed {r.seed}</th>" for r in records)
+                + f"</tr></thead><tbody>{record_rows}</tbody></table></div>"
+                if records
+                else '<p class="note">No records: the run finished no evaluation.</p>'
+            )
             + (
                 f'<h2>Synthetic images</h2><figure class="grid"><img src="../{grid}" alt="synthetic images"></figure>'
                 if grid
