@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -46,8 +47,9 @@ def t_cdf(t: float, df: float) -> float:
     return 1 - tail if t > 0 else tail
 
 
+@lru_cache(maxsize=4096)
 def t_ppf(q: float, df: float) -> float:
-    """Quantile of Student's t (bisection; |t| < 1e6)."""
+    """Quantile of Student's t (bisection; |t| < 1e6; cached, as tables ask for few distinct ones)."""
     lo, hi = -1e6, 1e6
     for _ in range(200):
         mid = (lo + hi) / 2
