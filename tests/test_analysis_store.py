@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 
@@ -10,7 +12,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from rd3_harness.analysis.leaderboard import MixedProtocols, board, boards, markdown
+from rd3_harness.analysis.leaderboard import (
+    CSV_COLUMNS,
+    MixedProtocols,
+    board,
+    boards,
+    latex,
+    markdown,
+)
 from rd3_harness.analysis.report import pyplot, report
 from rd3_harness.cli import app
 from rd3_harness.errors import UsageError
@@ -160,6 +169,44 @@ def test_leaderboard_command(store, protocols):
     assert "rd3h run --plugin random" in by_prefix.output
     missing = runner.invoke(app, ["leaderboard", "-o", folder, "--student", "resnet18"])
     assert missing.exit_code == 2 and "no complete runs" in missing.output
+
+
+def test_leaderboard_formats(store, protocols):
+    folder = str(store.path.parent)
+    standard = protocol_hash(protocols["standard"][0])
+    as_markdown = runner.invoke(app, ["leaderboard", "-o", folder, "-p", standard, "--markdown"]).stdout
+    assert (
+        runner.invoke(app, ["leaderboard", "-o", folder, "-p", standard, "--format", "markdown"]).stdout == as_markdown
+    )
+    as_json = runner.invoke(app, ["leaderboard", "-o", folder, "--format", "json"])
+    assert json.loads(as_json.stdout) == json.loads(runner.invoke(app, ["leaderboard", "-o", folder, "--json"]).stdout)
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, ["leaderboard", "-o", folder, "-f", "csv"]).stdout)))
+    assert len(rows) == 3 + 1 and set(rows[0]) == set(CSV_COLUMNS)
+    good = next(r for r in rows if r["method"] == "good" and r["protocol_hash"] == standard)
+    assert float(good["mean"]) == pytest.approx(0.71) and good["values"] == "0.7 0.71 0.72" and good["best"] == "True"
+    tex = runner.invoke(app, ["leaderboard", "-o", folder, "--format", "latex"])
+    assert tex.exit_code == 0, tex.output
+    assert tex.stdout.count("\\begin{table}") == 2 and tex.stdout.count("\\toprule") == 2
+    assert f"sha256:{standard[:12]}" in tex.stdout and "71.00 $\\pm$ 1.00" in tex.stdout
+    assert "top-1 \\% (mean $\\pm$ std)" in tex.stdout and "convnet\\_d1\\_w32\\_bn" in tex.stdout
+    bad = runner.invoke(app, ["leaderboard", "-o", folder, "--format", "latex", "--markdown"])
+    assert bad.exit_code == 2 and "choose one output format" in bad.output
+    assert runner.invoke(app, ["leaderboard", "-o", folder, "--format", "html"]).exit_code == 2
+
+
+def test_latex_keeps_flags_and_escapes(store, protocols):
+    (t,) = boards(store, protocol_hash(protocols["standard"][0]))
+    t.protocol_name = "a_b & 50% #1 {x} ~^\\"
+    t.entries[1].test_set_selection = True
+    text = latex([t])
+    assert (
+        "\\caption{a\\_b \\& 50\\% \\#1 \\{x\\} \\textasciitilde{}\\textasciicircum{}\\textbackslash{}, protocol"
+        in text
+    )
+    (flagged,) = [line for line in text.splitlines() if line.startswith("meh ")]
+    assert "$^\\dagger$" in flagged
+    assert "$^\\dagger$ best-of-run: selected on the test set (protocol report mode \\texttt{best})" in text
+    assert text.count("$^\\dagger$") == 2  # the flagged row and the footnote
 
 
 def test_report_writes_the_figures(store, protocols, tmp_path):

@@ -149,6 +149,52 @@ def test_log_tensorboard_and_mlflow_match_the_record(env, monkeypatch):
     assert mlrun.info.status == "FINISHED"
 
 
+def wandb_records(path):
+    """The protobuf records of a W&B `.wandb` file: a 7-byte header, then LevelDB-log chunks in
+    32 KiB blocks (full, or first/middle/last pieces), each a serialized `Record`."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, parts = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:
+            pos += left  # the rest of a block is padding
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        parts = chunk if kind in (1, 2) else parts + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            yield record
+
+
+def test_log_wandb_offline_run(env, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for name in ("DIR", "CACHE_DIR", "CONFIG_DIR", "DATA_DIR"):
+        monkeypatch.setenv(f"WANDB_{name}", str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    doc = run("--log", "wandb")
+    run_doc, (record,) = doc["run"], doc["records"]
+    (folder,) = (env / "wandb").rglob("offline-run-*")
+    (log,) = folder.glob("*.wandb")
+    records = list(wandb_records(log))
+    (started,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert started.display_name == run_doc["run_id"] and started.project == "rd3"
+    config = {i.key: json.loads(i.value_json) for i in started.config.update}
+    assert config["rd3.protocol_hash"] == run_doc["protocol_hash"]
+    history = [r.history for r in records if r.WhichOneof("record_type") == "history"]
+    assert len(history) == run_doc["protocol"]["evaluation"]["epochs"]
+    summary = {
+        i.key: i.value_json for r in records if r.WhichOneof("record_type") == "summary" for i in r.summary.update
+    }
+    assert float(summary[f"{record['student']}.seed{record['seed']}.top1"]) == record["top1"]
+
+
 def test_log_unknown_tracker_is_a_usage_error(env):
     result = runner.invoke(app, ["run", "-p", "cpu/smoke.v1", "--log", "nope"])
     assert result.exit_code == 2 and "unknown tracker 'nope'" in result.output

@@ -114,6 +114,30 @@ def test_golden_hashes():
         assert protocol_hash(load_protocol(PROTOCOLS / f"{name}.yaml"))[:12] == digest, name
 
 
+SCHEMA_LINE = "# yaml-language-server: $schema="
+
+
+def shipped_protocol_files() -> list[Path]:
+    """protocols/**/*.yaml and every protocol YAML a first-party plugin ships."""
+    found = sorted(PROTOCOLS.rglob("*.yaml"))
+    for path in sorted((ROOT / "plugins").rglob("*.y*ml")):
+        if path.suffix in (".yaml", ".yml") and not {"build", ".venv", "node_modules"} & set(path.parts):
+            if "dataset" in (yaml.safe_load(path.read_text()) or {}):
+                found.append(path)
+    return found
+
+
+def test_every_shipped_protocol_names_the_schema_for_editors():
+    files = shipped_protocol_files()
+    assert len(files) >= 50
+    schema = PROTOCOLS / "protocol.schema.json"
+    for path in files:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith(SCHEMA_LINE), f"{path}: the first line must be {SCHEMA_LINE}<path to {schema.name}>"
+        target = (path.parent / first.removeprefix(SCHEMA_LINE)).resolve()
+        assert target == schema.resolve(), f"{path}: {first} does not point at protocols/{schema.name}"
+
+
 def test_schema_file_is_current():
     assert (PROTOCOLS / "protocol.schema.json").read_text() == schema_text(), (
         "protocols/protocol.schema.json is stale: run `rd3h protocol schema > protocols/protocol.schema.json`"

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rd3_harness.results.stats import betainc, summarize, t_cdf, t_ppf, welch_t_test
+from rd3_harness.results.stats import betainc, difference_ci, summarize, t_cdf, t_ppf, welch_t_test
 
 
 def test_t_quantiles_match_tables():
@@ -33,3 +33,11 @@ def test_welch_matches_reference():
     # R: t.test(c(1,2,3,4), c(2,3,4,5,6)) -> t = -1.5667, df = 6.9808, p-value = 0.1613
     t, df, p = welch_t_test([1, 2, 3, 4], [2, 3, 4, 5, 6])
     assert (t, df, p) == pytest.approx((-1.5667, 6.9808, 0.1613), abs=1e-3)
+
+
+def test_difference_interval_is_welchs():
+    # equal variances 1e-4 and n = 3 on both sides: df = 4, se = sqrt(2e-4 / 3), t(0.975, 4) = 2.776445
+    low, high = difference_ci([0.70, 0.71, 0.72], [0.50, 0.52, 0.51])
+    half = 2.776445 * math.sqrt(2e-4 / 3)
+    assert low == pytest.approx(0.2 - half, abs=1e-6) and high == pytest.approx(0.2 + half, abs=1e-6)
+    assert all(math.isnan(v) for v in difference_ci([0.7], [0.5, 0.6]))

@@ -106,7 +106,7 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
     result = Board(last.protocol_hash, names, last.protocol_source, student, entries)
     if not entries:
         return result
-    baseline = next((e for e in reversed(entries) if e.method == BASELINE), None)
+    baseline = baseline_entry(entries)
     if baseline is None:
         result.random_hint = f"rd3h run --plugin {BASELINE} --protocol {last.protocol_source}"
     best = entries[0]
@@ -117,6 +117,11 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
         if e is not best:
             e.p_vs_best = nan_to_none(welch_t_test(e.values, best.values)[2])
     return result
+
+
+def baseline_entry(entries: list[Entry]) -> Entry | None:
+    """The `random` entry gains are measured against (the lowest-ranked one if there are several)."""
+    return next((e for e in reversed(entries) if e.method == BASELINE), None)
 
 
 def boards(store, protocol_hash: str | None = None, student: str | None = None) -> list[Board]:
@@ -217,3 +222,112 @@ def markdown(tables: list[Board]) -> str:
             lines += ["", f"No `random` baseline under this hash: `{b.random_hint}`"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+CSV_COLUMNS = (
+    "protocol_hash",
+    "protocol_name",
+    "student",
+    "method",
+    "plugin_version",
+    "method_config_hash",
+    "run_id",
+    "n",
+    "mean",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "gain_over_random",
+    "p_vs_best",
+    "best",
+    "test_set_selection",
+    "synthesis_wall_s",
+    "storage_bytes",
+    "label_storage_bytes",
+    "seeds",
+    "values",
+)
+
+
+def csv_text(tables: list[Board]) -> str:
+    """One row per entry, every number as stored (accuracies as fractions); each row names its
+    protocol hash and student, so rows of different tables stay apart."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for b in tables:
+        for e in b.entries:
+            d = {**asdict(e), "protocol_hash": b.protocol_hash, "protocol_name": b.protocol_name, "student": b.student}
+            d["n"] = len(e.values)
+            d["seeds"] = " ".join(map(str, e.seeds))
+            d["values"] = " ".join(repr(v) for v in e.values)
+            writer.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "`": r"\textasciigrave{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` for LaTeX: special characters escaped, ± and † as math symbols."""
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def latex_text(text: str) -> str:
+    """Prose for LaTeX: escaped, with `code` spans as \\texttt."""
+    pieces = text.split("`")
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if i % 2 else latex_escape(p) for i, p in enumerate(pieces))
+
+
+def latex(tables: list[Board]) -> str:
+    """One booktabs `table` per board, the protocol hash in its caption (needs `\\usepackage{booktabs}`)."""
+    parts = ["% rd3h leaderboard --format latex: needs \\usepackage{booktabs}"]
+    for b in tables:
+        rows = [row(e) for e in b.entries]
+        head = list(rows[0])
+        align = "".join("l" if h in ("method", "version", "seeds") else "r" for h in head)
+        caption = (
+            f"{latex_escape(b.protocol_name)}, protocol \\texttt{{sha256:{short_hash(b.protocol_hash)}}},"
+            f" student \\texttt{{{latex_escape(b.student)}}}."
+        )
+        lines = [
+            "",
+            f"% protocol sha256:{b.protocol_hash}",
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{caption}}}",
+            f"\\label{{tab:rd3-{short_hash(b.protocol_hash)}-{b.student}}}",
+            f"\\begin{{tabular}}{{{align}}}",
+            "\\toprule",
+            " & ".join(latex_escape(h) for h in head) + " \\\\",
+            "\\midrule",
+            *(" & ".join(latex_escape(r[h]) for h in head) + " \\\\" for r in rows),
+            "\\bottomrule",
+            "\\end{tabular}",
+        ]
+        if any(e.test_set_selection for e in b.entries):
+            lines += ["\\par\\smallskip{\\footnotesize " + latex_text(FOOTNOTE) + "}"]
+        if b.random_hint:
+            lines += [f"% no random baseline under this hash: {b.random_hint}"]
+        lines += ["\\end{table}"]
+        parts.append("\n".join(lines))
+    return "\n".join(parts) + "\n"

@@ -35,7 +35,7 @@ def pyplot():
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # no web address in the file
     fig.clf()
     pyplot().close(fig)
     return path

@@ -113,6 +113,9 @@ def _store(out_dir):
     return open_store(out_dir)
 
 
+LEADERBOARD_FORMATS = ("table", "markdown", "csv", "json", "latex")
+
+
 def leaderboard(
     protocol: Annotated[
         str | None,
@@ -120,8 +123,17 @@ def leaderboard(
     ] = None,
     student: StudentOpt = None,
     out_dir: OutOpt = None,
-    as_json: JsonOpt = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print GitHub-flavoured markdown tables.")] = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table (rich), markdown (GitHub), csv (numbers as stored, one row per entry), json,"
+            " latex (booktabs, one table per hash and student).",
+        ),
+    ] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Same as --format markdown.")] = False,
 ) -> None:
     """Rank methods: one table per protocol hash and student, never mixing hashes.
 
@@ -130,17 +142,25 @@ def leaderboard(
     """
     from rd3_harness.analysis import leaderboard as lb
 
+    fmt = fmt.lower()
+    if fmt not in LEADERBOARD_FORMATS:
+        raise UsageError(f"--format {fmt!r}: use one of {', '.join(LEADERBOARD_FORMATS)}")
+    aliases = {name for name, on in (("json", as_json), ("markdown", markdown)) if on}
+    if len(aliases | ({fmt} if fmt != "table" else set())) > 1:
+        raise UsageError("choose one output format: --format, --json and --markdown disagree")
+    fmt = aliases.pop() if aliases else fmt
     store = _store(out_dir)
     h = lb.resolve_hash(registries(), store, protocol) if protocol else None
     tables = lb.boards(store, h, student)
     if not tables:
         where = f"under sha256:{short_hash(h)} " if h else ""
         raise UsageError(f"no complete runs {where}in {store.path}" + (f" for student {student}" if student else ""))
-    if as_json:
+    if fmt == "json":
         print_json([t.as_dict() for t in tables])
         return
-    if markdown:
-        out.print(lb.markdown(tables), markup=False, highlight=False, end="")
+    if fmt in ("markdown", "csv", "latex"):
+        text = {"markdown": lb.markdown, "csv": lb.csv_text, "latex": lb.latex}[fmt](tables)
+        out.file.write(text)
         return
     for t in tables:
         rows = [lb.row(e) for e in t.entries]
@@ -167,30 +187,63 @@ def report(
     figures: Annotated[
         Path | None, typer.Option("--figures", help="Folder for the PNGs [default: OUT/figures].")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write a self-contained static site (open DIR/index.html) instead of the PNGs."),
+    ] = None,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--screenshot",
+            help="With --html: also save a 1280x900 PNG of the protocol page with the most entries (needs chromium).",
+        ),
+    ] = None,
     out_dir: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Draw PNG figures from the store (needs matplotlib: the `plot` extra).
+    """Draw PNG figures from the store (needs matplotlib: the `plot` extra), or with --html a static site.
 
     Per protocol hash and student: accuracy vs time-to-synthesize on a log axis and accuracy per
     method with error bars; every ablation saved under OUT/ablations; with --legacy, each method's
     number under its own legacy protocol beside its number under the standard.
+
+    --html DIR writes pages that need no server and no network: the protocols by hash, per hash the
+    sortable leaderboards, per-seed numbers, gains over random with 95% intervals, the efficiency
+    figure (when matplotlib is installed) and each method's image grid, the protocol's settings and
+    its diff against every other protocol, and a page per run with its record and environment.
     """
     from rd3_harness.analysis import leaderboard as lb
-    from rd3_harness.analysis.report import report as draw
 
     store = _store(out_dir)
     folder = runtime_settings(out_dir).out
     h = lb.resolve_hash(registries(), store, protocol) if protocol else None
-    written = draw(
-        store,
-        folder,
-        figures or folder / "figures",
-        protocol_hash=h,
-        student=student,
-        legacy=legacy,
-        registries=registries(),
-    )
+    if html is None:
+        if screenshot is not None:
+            raise UsageError("--screenshot needs --html DIR")
+        from rd3_harness.analysis.report import report as draw
+
+        written = draw(
+            store,
+            folder,
+            figures or folder / "figures",
+            protocol_hash=h,
+            student=student,
+            legacy=legacy,
+            registries=registries(),
+        )
+    else:
+        if legacy or figures:
+            raise UsageError("--legacy and --figures belong to the PNG figures; drop them with --html")
+        from rd3_harness.analysis import html_report
+
+        site = html_report.build(store, html, protocol_hash=h, student=student)
+        for note in site.notes:
+            err.print(note, markup=False, highlight=False)
+        written = [site.index]
+        if screenshot is not None:
+            from rd3_harness.analysis.browser import screenshot as shoot
+
+            written.append(shoot(site.largest, screenshot))
     if as_json:
         print_json([str(p) for p in written])
     else:

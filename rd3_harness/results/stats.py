@@ -1,4 +1,5 @@
-"""Statistics for reporting: mean, std (ddof=1), Student-t confidence intervals, Welch's t-test.
+"""Statistics for reporting: mean, std (ddof=1), Student-t confidence intervals, Welch's t-test and
+interval for a difference of means.
 
 Implemented on the standard library (regularized incomplete beta by continued fractions), so
 the core needs no SciPy.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -45,8 +47,9 @@ def t_cdf(t: float, df: float) -> float:
     return 1 - tail if t > 0 else tail
 
 
+@lru_cache(maxsize=4096)
 def t_ppf(q: float, df: float) -> float:
-    """Quantile of Student's t (bisection; |t| < 1e6)."""
+    """Quantile of Student's t (bisection; |t| < 1e6; cached, as tables ask for few distinct ones)."""
     lo, hi = -1e6, 1e6
     for _ in range(200):
         mid = (lo + hi) / 2
@@ -90,3 +93,17 @@ def welch_t_test(a: list[float], b: list[float]) -> tuple[float, float, float]:
     t = (sa.mean - sb.mean) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
     return t, df, 2 * (1 - t_cdf(abs(t), df))
+
+
+def difference_ci(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Welch's interval for mean(a) - mean(b); NaNs when either side has fewer than two values."""
+    sa, sb = summarize(a), summarize(b)
+    if sa.n < 2 or sb.n < 2:
+        return math.nan, math.nan
+    va, vb = sa.std**2 / sa.n, sb.std**2 / sb.n
+    diff = sa.mean - sb.mean
+    if va + vb == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
+    half = t_ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
+    return diff - half, diff + half
