@@ -35,18 +35,24 @@ def folder_of(name: str, data_root: Path) -> Path | None:
 def load_image_folders(path: Path, expected_classes: int | None = None) -> tuple[Split, Split]:
     """(train, test) of a folder with train/ and val/ class folders (Tiny-ImageNet's original
     val/ layout, images/ plus val_annotations.txt, included); val's classes must be train's."""
-    from rd3_harness.data.readers import read_tiny_val, scan_image_folder
+    from rd3_harness.data.index import index_folder
+    from rd3_harness.data.readers import read_tiny_val
     from rd3_harness.data.real import FolderSplit
 
-    files, labels, names = scan_image_folder(path / "train")
+    train = index_folder(path / "train")
+    names = train.tree.classes
     if expected_classes is not None and len(names) != expected_classes:
         raise UsageError(f"{path}/train has {len(names)} class folders, expected {expected_classes}")
     val = path / "val"
     if (val / "val_annotations.txt").is_file():
         vfiles, vlabels = read_tiny_val(val, names)
     else:
-        vfiles, vlabels, _ = scan_image_folder(val, names)
-    return FolderSplit(files, labels, IMAGEFOLDER_CHANNELS), FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS)
+        test = index_folder(val, names)
+        vfiles, vlabels = test.tree.paths(), test.tree.labels
+    return (
+        FolderSplit(train.tree.paths(), train.tree.labels, IMAGEFOLDER_CHANNELS),
+        FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS),
+    )
 
 
 def has_splits(path: Path) -> bool:
@@ -121,13 +127,17 @@ def open_dataset(
     known: Mapping[str, DatasetInfo], name: str, settings: Settings, *, resolution: int | None = None
 ) -> tuple[DatasetInfo, Split, Split]:
     """Find and read a dataset (registered, or `imagefolder:PATH` at the protocol's `resolution`);
-    a missing one raises DataMissing saying where we looked and how to get it."""
+    a missing one raises DataMissing saying where we looked and how to get it. Folder datasets'
+    file indexes are cached under RD3_HOME/index."""
+    from rd3_harness.data.index import cached_under
+
     root = settings.data_root
     if folder_of(name, root) is not None:
         if resolution is None:
             raise UsageError(f"{name}: an imagefolder dataset is opened at a protocol's resolution")
         info = imagefolder_info(name, root, resolution)
-        train, test = info.load(folder_of(name, root))  # not memoized: a changed folder is rescanned
+        with cached_under(settings.home / "index"):
+            train, test = info.load(folder_of(name, root))  # not memoized: the index sees changes
         return info, train, test
     info = get_dataset(known, name)
     folder = info.locate(root)
@@ -144,7 +154,8 @@ def open_dataset(
             f"dataset {name} not found. Looked in:\n{looked}\n"
             f"To get it: {info.how_to_get}{hint}. Set RD3_DATA_ROOT to the folder that holds it."
         )
-    train, test = _load(info, folder)
+    with cached_under(settings.home / "index"):
+        train, test = _load(info, folder)
     for split, which in ((train, "train"), (test, "test")):
         if split.channels != info.channels:
             raise UsageError(f"{folder}: {which} images have {split.channels} channels, expected {info.channels}")
