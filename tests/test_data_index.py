@@ -3,12 +3,14 @@ edge cases of a folder tree (non-image files, empty or misnamed class folders), 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 from pathlib import Path
@@ -388,3 +390,70 @@ def test_numbered_class_folders_are_classes_in_numeric_order(env):
     info, train, _ = open_dataset({}, "imagefolder:numbered", Settings(), resolution=8)
     assert info.num_classes == 11
     assert [f.parent.name for f in train.files] == names and train.labels.tolist() == list(range(11))
+
+
+# ---------------------------------------------------------------- webdataset tar shards
+
+
+def write_shards(folder: Path, images: Path, split: str, per_shard: int) -> list[Path]:
+    """The images of a class-folder split as webdataset shards (key.<ext> + key.cls + key.json)."""
+    from rd3_harness.data.readers import scan_image_folder
+
+    files, labels, _ = scan_image_folder(images)
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for start in range(0, len(files), per_shard):
+        shard = folder / f"{split}-{len(shards):04d}.tar"
+        with tarfile.open(shard, "w") as tar:
+            for i in range(start, min(start + per_shard, len(files))):
+                key = f"sample{i:06d}"
+                tar.add(files[i], arcname=f"{key}{files[i].suffix}")
+                for ext, text in (("cls", str(labels[i])), ("json", "{}")):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(text)
+                    tar.addfile(info, io.BytesIO(text.encode()))
+        shards.append(shard)
+    return shards
+
+
+def test_shards_are_read_in_place_like_the_folder_they_came_from(env):
+    from rd3_harness.data.datasets import open_dataset
+    from rd3_harness.data.readers import decode_image, scan_image_folder
+    from rd3_harness.errors import UsageError
+    from rd3_harness.settings import Settings
+
+    images = make_image_folder(env / "images", per_class=(4, 2))
+    for split, per_shard in (("train", 5), ("val", 100)):
+        write_shards(env / "data" / "wds", images / split, "validation" if split == "val" else split, per_shard)
+    settings = Settings()
+    info, train, test = open_dataset({}, "shards:wds", settings, resolution=16)
+    files, labels, _ = scan_image_folder(images / "train")
+    assert (info.num_classes, len(train), len(test)) == (3, 12, 6) and train.labels.tolist() == labels
+    assert len(train.index.shards) == 3  # 12 samples, 5 per shard
+    for i in (0, 6, 11):
+        assert torch.equal(train.decode(i), decode_image(files[i], 3))
+    assert train.pixels(torch.tensor([0, 11]), 16, test=True).shape == (2, 3, 16, 16)
+    part = train.subset(torch.tensor([11, 0]))
+    assert part.labels.tolist() == [labels[11], labels[0]] and torch.equal(part.decode(0), train.decode(11))
+    assert part.cache_key not in (None, train.cache_key)
+    key = train.cache_key
+    assert open_dataset({}, "shards:wds", settings, resolution=16)[1].cache_key == key
+    shard = env / "data" / "wds" / "train-0001.tar"
+    os.utime(shard, (time.time() + 5, time.time() + 5))
+    assert open_dataset({}, "shards:wds", settings, resolution=16)[1].cache_key != key
+    with tarfile.open(shard, "a") as tar:  # a sample without its label
+        tar.add(files[0], arcname="orphan.jpg")
+    with pytest.raises(UsageError, match="sample 'orphan' has no label"):
+        open_dataset({}, "shards:wds", settings, resolution=16)
+
+
+def test_missing_or_compressed_shards_are_refused_through_the_cli(env):
+    protocol = folder_protocol(env, "shards:wds")
+    (env / "data" / "wds").mkdir(parents=True)
+    note = invoke("protocol", "validate", str(protocol))
+    assert note.exit_code == 0 and "has no train shards (*train*.tar)" in " ".join(note.stderr.split()), note.output
+    refused(invoke("run", "--plugin", "random", "-p", str(protocol)), "has no train shards")
+    for split in ("train", "val"):
+        with tarfile.open(env / "data" / "wds" / f"{split}-0000.tar", "w:gz") as tar:
+            tar.add(SMOKE, arcname="x.cls")
+    refused(invoke("run", "--plugin", "random", "-p", str(protocol)), "compressed shards cannot be read in place")

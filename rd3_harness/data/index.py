@@ -9,7 +9,6 @@ rewritten in place under the same name changes no folder; delete RD3_HOME/index 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -56,8 +55,7 @@ def index_file(home: Path, folder: Path, classes: list[str] | None) -> Path:
 
 
 def _encode(index: FolderIndex, classes: list[str] | None) -> bytes:
-    tree = dataclasses.asdict(index.tree)
-    tree["root"] = str(index.tree.root)
+    tree = {**vars(index.tree), "root": str(index.tree.root)}
     body = json.dumps({"classes_given": classes, "digest": index.digest, "tree": tree}).encode()
     head = json.dumps({"format": FORMAT, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}).encode()
     return head + b"\n" + body

@@ -208,14 +208,15 @@ def read_tiny_val(folder: Path, classes: list[str]) -> tuple[list[Path], list[in
     return files, labels
 
 
-def decode_image(path: Path, channels: int) -> torch.Tensor:
-    """Decode one image file to uint8 [C, H, W]; a broken file is named in the error."""
+def decode_image(path: Path | bytes, channels: int, *, name: str | None = None) -> torch.Tensor:
+    """Decode one image (a file, or its bytes called `name`) to uint8 [C, H, W]; a broken one is
+    named in the error."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
             img = img.convert("L" if channels == 1 else "RGB")
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
             return data.reshape(img.height, img.width, channels).permute(2, 0, 1).contiguous()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"{path}: unreadable or truncated image ({exc})") from None
+        raise UsageError(f"{name or path}: unreadable or truncated image ({exc})") from None
