@@ -457,3 +457,11 @@ def test_missing_or_compressed_shards_are_refused_through_the_cli(env):
         with tarfile.open(env / "data" / "wds" / f"{split}-0000.tar", "w:gz") as tar:
             tar.add(SMOKE, arcname="x.cls")
     refused(invoke("run", "--plugin", "random", "-p", str(protocol)), "compressed shards cannot be read in place")
+
+
+def test_an_image_linked_from_outside_the_folder_is_refused_through_the_cli(env):
+    root = make_image_folder(env / "data" / "tiny", per_class=(3, 2))
+    outside = make_image_folder(env / "outside", per_class=(1, 0)) / "train" / "cat" / "cat_00.jpg"
+    (root / "train" / "dog" / "borrowed.jpg").symlink_to(outside)
+    protocol = folder_protocol(env, "imagefolder:tiny")
+    refused(invoke("run", "--plugin", "random", "-p", str(protocol)), "leads outside")
