@@ -117,7 +117,7 @@ def _lookup_or_walk(home: Path, folder: Path, classes: list[str] | None) -> Fold
 def index_folder(folder: Path, classes: list[str] | None = None, home: Path | None = None) -> FolderIndex:
     """The tree of `folder` (see `walk_image_folder`), from the index cached in `home` (default:
     the one `cached_under` set; none: walk every time) when no folder in it changed. Entries that
-    are not images are warned about, every time."""
+    are not images are warned about every time, by rank 0."""
     home = home or _home.get()
     world = distributed.world()
     if home is None:
@@ -139,5 +139,6 @@ def index_folder(folder: Path, classes: list[str] | None = None, home: Path | No
         index = _read(index_file(home, folder, classes), folder, classes)
         if index is None or index.digest != value:  # RD3_HOME not shared with rank 0, or not saved
             index = _lookup_or_walk(home, folder, classes)
-    index.tree.warn_skipped()
+    if world.main:
+        index.tree.warn_skipped()
     return index
