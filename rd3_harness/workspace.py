@@ -50,7 +50,9 @@ class Workspace:
 
     def __post_init__(self) -> None:
         ds = self.protocol.dataset
-        self.info, train, test = open_dataset(self.registries.datasets, ds.name, self.settings)
+        self.info, train, test = open_dataset(
+            self.registries.datasets, ds.name, self.settings, resolution=ds.resolution
+        )
         common = dict(
             num_classes=self.info.num_classes,
             resolution=ds.resolution,

@@ -7,9 +7,10 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from rd3_harness.cli.common import JsonOpt, ProtocolArg, err, out, print_json, registries
+from rd3_harness.cli.common import DataRootOpt, JsonOpt, ProtocolArg, err, out, print_json, registries, runtime_settings
 from rd3_harness.errors import ProtocolError, UsageError
 from rd3_harness.protocol import diff_metadata, diff_settings, dump_yaml, protocol_hash, short_hash
 from rd3_harness.protocol.diff import plain, value_text
@@ -79,23 +80,32 @@ def show(protocol: ProtocolArg, as_json: JsonOpt = False) -> None:
 def validate(
     protocols: Annotated[list[str], typer.Argument(help="Protocol files or registered names.")],
     as_json: JsonOpt = False,
+    data_root: DataRootOpt = None,
 ) -> None:
-    """Check protocols against the schema and the registries; exit 2 if any is invalid."""
+    """Check protocols against the schema and the registries; exit 2 if any is invalid. An
+    `imagefolder:PATH` dataset whose folder is missing or malformed here gets a note (the
+    protocol stays valid: it names data, it does not hold it); no image is read."""
+    from rd3_harness.data.datasets import folder_problems
+
+    root = runtime_settings(data_root=data_root).data_root
     results = []
     for ref in protocols:
         try:
             p, path = resolve_protocol(registries(), ref)
-            results.append({"protocol": ref, "valid": True, "hash": protocol_hash(p), "problems": []})
+            notes = folder_problems(p.dataset.name, root)
+            results.append({"protocol": ref, "valid": True, "hash": protocol_hash(p), "problems": [], "notes": notes})
         except ProtocolError as exc:
-            results.append({"protocol": ref, "valid": False, "hash": None, "problems": exc.problems})
+            results.append({"protocol": ref, "valid": False, "hash": None, "problems": exc.problems, "notes": []})
         except UsageError as exc:
-            results.append({"protocol": ref, "valid": False, "hash": None, "problems": [str(exc)]})
+            results.append({"protocol": ref, "valid": False, "hash": None, "problems": [str(exc)], "notes": []})
     if as_json:
         print_json(results)
     else:
         for r in results:
             if r["valid"]:
                 err.print(f"[green]valid[/]   {r['protocol']}  sha256:{short_hash(r['hash'])}", highlight=False)
+                for note in r["notes"]:
+                    err.print(f"  [yellow]note[/] {escape(note)}", highlight=False)
             else:
                 err.print(f"[red]invalid[/] {r['protocol']}", highlight=False)
                 for problem in r["problems"]:

@@ -1,22 +1,114 @@
-"""Opening registered datasets (`Registries.datasets`) by name from the data root. Nothing is
-downloaded unless the user asks for it."""
+"""Opening datasets by name from the data root: registered ones (`Registries.datasets`) and
+`imagefolder:PATH` (train/ and val/ class folders, no plugin needed). Nothing is downloaded unless
+the user asks for it. No torch at import."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rd3_harness.data.real import Split
+from rd3_harness.data.folders import class_folders
 from rd3_harness.errors import DataMissing, UsageError
 from rd3_harness.registry import DatasetInfo
 from rd3_harness.settings import Settings
+
+if TYPE_CHECKING:
+    from rd3_harness.data.real import Split
+
+IMAGEFOLDER = "imagefolder:"
+"""Prefix of a dataset name that is a folder rather than a registered dataset."""
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGEFOLDER_CHANNELS = 3
+
+
+def folder_of(name: str, data_root: Path) -> Path | None:
+    """The folder an `imagefolder:PATH` name points to (PATH absolute, or relative to the data
+    root); None for a registered dataset's name."""
+    if not name.startswith(IMAGEFOLDER):
+        return None
+    path = Path(name.removeprefix(IMAGEFOLDER)).expanduser()
+    return path if path.is_absolute() else data_root / path
+
+
+def load_image_folders(path: Path, expected_classes: int | None = None) -> tuple[Split, Split]:
+    """(train, test) of a folder with train/ and val/ class folders (Tiny-ImageNet's original
+    val/ layout, images/ plus val_annotations.txt, included); val's classes must be train's."""
+    from rd3_harness.data.readers import read_tiny_val, scan_image_folder
+    from rd3_harness.data.real import FolderSplit
+
+    files, labels, names = scan_image_folder(path / "train")
+    if expected_classes is not None and len(names) != expected_classes:
+        raise UsageError(f"{path}/train has {len(names)} class folders, expected {expected_classes}")
+    val = path / "val"
+    if (val / "val_annotations.txt").is_file():
+        vfiles, vlabels = read_tiny_val(val, names)
+    else:
+        vfiles, vlabels, _ = scan_image_folder(val, names)
+    return FolderSplit(files, labels, IMAGEFOLDER_CHANNELS), FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS)
+
+
+def has_splits(path: Path) -> bool:
+    return (path / "train").is_dir() and (path / "val").is_dir()
+
+
+def folder_problems(name: str, data_root: Path) -> list[str]:
+    """What stops `imagefolder:PATH` from being opened, found by listing folders (no image is
+    read); empty when it looks usable or the name is a registered dataset's."""
+    folder = folder_of(name, data_root)
+    if folder is None:
+        return []
+    where = (
+        "" if Path(name.removeprefix(IMAGEFOLDER)).expanduser().is_absolute() else f" (under the data root {data_root})"
+    )
+    if not folder.is_dir():
+        return [f"dataset.name: {name}: folder {folder} not found{where}; it needs train/ and val/ class folders"]
+    missing = [s for s in ("train", "val") if not (folder / s).is_dir()]
+    if missing:
+        return [f"dataset.name: {name}: {folder} has no {' or '.join(m + '/' for m in missing)} folder"]
+    try:
+        classes = class_folders(folder / "train")
+        if not (folder / "val" / "val_annotations.txt").is_file():
+            class_folders(folder / "val", classes)
+    except UsageError as exc:
+        return [f"dataset.name: {name}: {exc}"]
+    return []
+
+
+def imagefolder_info(name: str, data_root: Path, resolution: int) -> DatasetInfo:
+    """The dataset an `imagefolder:PATH` name describes: classes are train/'s class folders, 3
+    channels, ImageNet mean/std, native resolution the protocol's. Raises DataMissing (with what
+    is wrong) when the folder is not usable."""
+    folder = folder_of(name, data_root)
+    problems = folder_problems(name, data_root)
+    if folder is None or problems:
+        raise DataMissing(
+            problems[0].removeprefix("dataset.name: ") if problems else f"{name}: not an imagefolder name"
+        )
+    num_classes = len(class_folders(folder / "train"))
+    return DatasetInfo(
+        name=name,
+        num_classes=num_classes,
+        channels=IMAGEFOLDER_CHANNELS,
+        resolution=resolution,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        candidates=lambda root: [folder],
+        is_present=has_splits,
+        load=functools.partial(load_image_folders, expected_classes=num_classes),
+        how_to_get=f"put train/ and val/ class folders in {folder}",
+        description=f"{folder}: {num_classes} classes, ImageFolder layout (train/ and val/)",
+    )
 
 
 def get_dataset(known: Mapping[str, DatasetInfo], name: str) -> DatasetInfo:
     """The registered dataset `name` (from `Registries.datasets`), or a UsageError listing them."""
     if name not in known:
-        raise UsageError(f"unknown dataset {name!r}; registered: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"unknown dataset {name!r}; registered: {', '.join(sorted(known))} "
+            f"(or {IMAGEFOLDER}PATH for a folder with train/ and val/ class folders)"
+        )
     return known[name]
 
 
@@ -25,11 +117,19 @@ def _load(info: DatasetInfo, folder: Path) -> tuple[Split, Split]:
     return info.load(folder)
 
 
-def open_dataset(known: Mapping[str, DatasetInfo], name: str, settings: Settings) -> tuple[DatasetInfo, Split, Split]:
-    """Find and read a registered dataset; a missing one raises DataMissing saying where we looked
-    and how to get it."""
-    info = get_dataset(known, name)
+def open_dataset(
+    known: Mapping[str, DatasetInfo], name: str, settings: Settings, *, resolution: int | None = None
+) -> tuple[DatasetInfo, Split, Split]:
+    """Find and read a dataset (registered, or `imagefolder:PATH` at the protocol's `resolution`);
+    a missing one raises DataMissing saying where we looked and how to get it."""
     root = settings.data_root
+    if folder_of(name, root) is not None:
+        if resolution is None:
+            raise UsageError(f"{name}: an imagefolder dataset is opened at a protocol's resolution")
+        info = imagefolder_info(name, root, resolution)
+        train, test = info.load(folder_of(name, root))  # not memoized: a changed folder is rescanned
+        return info, train, test
+    info = get_dataset(known, name)
     folder = info.locate(root)
     if folder is None and settings.download:
         if info.download is None:

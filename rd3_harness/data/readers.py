@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from rd3_harness.data.folders import class_folders
 from rd3_harness.errors import UsageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"})
@@ -84,18 +85,10 @@ def _inside(path: Path, root: Path) -> bool:
 def scan_image_folder(folder: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
     """Files of an ImageFolder tree (one sub-folder per class, images anywhere below it).
 
-    Class order is the sorted folder names unless `classes` fixes it. Links that lead outside
-    `folder` are refused.
+    Class order is `class_folders`' unless `classes` fixes it. Links that lead outside `folder`
+    are refused.
     """
-    found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes is None:
-        classes = found
-    elif set(found) != set(classes):
-        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-        raise UsageError(
-            f"{folder}: class folders differ from the training split's "
-            f"(missing: {missing[:5]}, unexpected: {extra[:5]})"
-        )
+    classes = class_folders(folder, classes)
     files: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):

@@ -3,10 +3,11 @@ ImageNet family (ImageFolder layouts). Registering them imports no torch; readin
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rd3_harness.errors import UsageError
+from rd3_harness.data.datasets import IMAGENET_MEAN, IMAGENET_STD, has_splits, load_image_folders
 from rd3_harness.hookspecs import hookimpl
 from rd3_harness.registry import DatasetInfo
 
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from rd3_harness.data.real import Split
 
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -87,20 +87,6 @@ def _cifar(name: str, classes: int, folder: str, train: list[str], test: list[st
 
 
 def _folder_dataset(name: str, classes: int, resolution: int, folders: list[str], how: str, download=None):
-    def load(path: Path) -> tuple[Split, Split]:
-        from rd3_harness.data.readers import read_tiny_val, scan_image_folder
-        from rd3_harness.data.real import FolderSplit
-
-        files, labels, names = scan_image_folder(path / "train")
-        val = path / "val"
-        if (val / "val_annotations.txt").is_file():  # Tiny-ImageNet as distributed
-            vfiles, vlabels = read_tiny_val(val, names)
-        else:
-            vfiles, vlabels, _ = scan_image_folder(val, names)
-        if len(names) != classes:
-            raise UsageError(f"{path}/train has {len(names)} class folders, expected {classes}")
-        return FolderSplit(files, labels, 3), FolderSplit(vfiles, vlabels, 3)
-
     return DatasetInfo(
         name=name,
         num_classes=classes,
@@ -109,8 +95,8 @@ def _folder_dataset(name: str, classes: int, resolution: int, folders: list[str]
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         candidates=lambda root: [root / f for f in folders],
-        is_present=lambda p: (p / "train").is_dir() and (p / "val").is_dir(),
-        load=load,
+        is_present=has_splits,
+        load=functools.partial(load_image_folders, expected_classes=classes),
         how_to_get=how,
         download=download,
         description=f"{name}: {classes} classes, ImageFolder layout (train/ and val/), used at {resolution}px",

@@ -29,20 +29,25 @@ def protocol_path(registries: Registries, ref: str | Path) -> Path:
 
 
 def semantic_problems(registries: Registries, protocol: Protocol) -> list[str]:
-    """Problems the schema cannot see: unknown datasets or architectures, channel mismatches."""
+    """Problems the schema cannot see: unknown datasets or architectures, channel mismatches.
+    Reads no data: an `imagefolder:PATH` dataset is valid wherever its folder is."""
+    from rd3_harness.data.datasets import IMAGEFOLDER, IMAGEFOLDER_CHANNELS
     from rd3_harness.models import is_known
 
     problems = []
     known = registries.datasets
-    info = known.get(protocol.dataset.name)
-    if info is None:
+    name = protocol.dataset.name
+    channels = IMAGEFOLDER_CHANNELS if name.startswith(IMAGEFOLDER) else getattr(known.get(name), "channels", None)
+    if name.startswith(IMAGEFOLDER) and not name.removeprefix(IMAGEFOLDER).strip():
+        problems.append(f"dataset.name: {name!r} names no folder; write {IMAGEFOLDER}PATH")
+    elif channels is None:
         problems.append(
-            f"dataset.name: unknown dataset {protocol.dataset.name!r}; registered: {', '.join(sorted(known))}"
+            f"dataset.name: unknown dataset {name!r}; registered: {', '.join(sorted(known))} "
+            f"(or {IMAGEFOLDER}PATH for a folder with train/ and val/ class folders)"
         )
-    elif len(protocol.dataset.normalization.mean) != info.channels:
+    elif len(protocol.dataset.normalization.mean) != channels:
         problems.append(
-            f"dataset.normalization: {len(protocol.dataset.normalization.mean)} values for a "
-            f"{info.channels}-channel dataset"
+            f"dataset.normalization: {len(protocol.dataset.normalization.mean)} values for a {channels}-channel dataset"
         )
     archs = [("teacher.architecture", protocol.teacher.architecture)]
     archs += [
