@@ -1,6 +1,7 @@
-"""Opening datasets by name from the data root: registered ones (`Registries.datasets`) and
-`imagefolder:PATH` (train/ and val/ class folders, no plugin needed). Nothing is downloaded unless
-the user asks for it. No torch at import."""
+"""Opening datasets by name from the data root: registered ones (`Registries.datasets`), and
+folders that need no plugin: `imagefolder:PATH` (train/ and val/ class folders) and `shards:PATH`
+(webdataset tar shards, train-*.tar and val-*.tar). Nothing is downloaded unless the user asks
+for it. No torch at import."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rd3_harness.data.folders import class_folders
+from rd3_harness.data.folders import SHARD_PATTERNS, class_folders, shard_files
 from rd3_harness.errors import DataMissing, UsageError
 from rd3_harness.registry import DatasetInfo
 from rd3_harness.settings import Settings
@@ -17,36 +18,50 @@ from rd3_harness.settings import Settings
 if TYPE_CHECKING:
     from rd3_harness.data.real import Split
 
-IMAGEFOLDER = "imagefolder:"
-"""Prefix of a dataset name that is a folder rather than a registered dataset."""
+IMAGEFOLDER, SHARDS = "imagefolder:", "shards:"
+FOLDER_SPECS = (IMAGEFOLDER, SHARDS)
+"""Prefixes of a dataset name that is a folder rather than a registered dataset."""
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGEFOLDER_CHANNELS = 3
+"""Channels of a folder dataset (images are converted to RGB)."""
+
+
+def folder_spec(name: str) -> str | None:
+    """The prefix (`imagefolder:` or `shards:`) of a folder dataset's name; None for a registered one."""
+    return next((prefix for prefix in FOLDER_SPECS if name.startswith(prefix)), None)
 
 
 def folder_of(name: str, data_root: Path) -> Path | None:
-    """The folder an `imagefolder:PATH` name points to (PATH absolute, or relative to the data
-    root); None for a registered dataset's name."""
-    if not name.startswith(IMAGEFOLDER):
+    """The folder an `imagefolder:PATH` or `shards:PATH` name points to (PATH absolute, or
+    relative to the data root); None for a registered dataset's name."""
+    prefix = folder_spec(name)
+    if prefix is None:
         return None
-    path = Path(name.removeprefix(IMAGEFOLDER)).expanduser()
+    path = Path(name.removeprefix(prefix)).expanduser()
     return path if path.is_absolute() else data_root / path
 
 
 def load_image_folders(path: Path, expected_classes: int | None = None) -> tuple[Split, Split]:
     """(train, test) of a folder with train/ and val/ class folders (Tiny-ImageNet's original
     val/ layout, images/ plus val_annotations.txt, included); val's classes must be train's."""
-    from rd3_harness.data.readers import read_tiny_val, scan_image_folder
+    from rd3_harness.data.index import index_folder
+    from rd3_harness.data.readers import read_tiny_val
     from rd3_harness.data.real import FolderSplit
 
-    files, labels, names = scan_image_folder(path / "train")
+    train = index_folder(path / "train")
+    names = train.tree.classes
     if expected_classes is not None and len(names) != expected_classes:
         raise UsageError(f"{path}/train has {len(names)} class folders, expected {expected_classes}")
     val = path / "val"
     if (val / "val_annotations.txt").is_file():
         vfiles, vlabels = read_tiny_val(val, names)
     else:
-        vfiles, vlabels, _ = scan_image_folder(val, names)
-    return FolderSplit(files, labels, IMAGEFOLDER_CHANNELS), FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS)
+        test = index_folder(val, names)
+        vfiles, vlabels = test.tree.paths(), test.tree.labels
+    return (
+        FolderSplit(train.tree.paths(), train.tree.labels, IMAGEFOLDER_CHANNELS),
+        FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS),
+    )
 
 
 def has_splits(path: Path) -> bool:
@@ -54,16 +69,17 @@ def has_splits(path: Path) -> bool:
 
 
 def folder_problems(name: str, data_root: Path) -> list[str]:
-    """What stops `imagefolder:PATH` from being opened, found by listing folders (no image is
-    read); empty when it looks usable or the name is a registered dataset's."""
-    folder = folder_of(name, data_root)
+    """What stops a folder dataset from being opened, found by listing folders (no image or
+    shard is read); empty when it looks usable or the name is a registered dataset's."""
+    prefix, folder = folder_spec(name), folder_of(name, data_root)
     if folder is None:
         return []
-    where = (
-        "" if Path(name.removeprefix(IMAGEFOLDER)).expanduser().is_absolute() else f" (under the data root {data_root})"
-    )
+    where = "" if Path(name.removeprefix(prefix)).expanduser().is_absolute() else f" (under the data root {data_root})"
     if not folder.is_dir():
-        return [f"dataset.name: {name}: folder {folder} not found{where}; it needs train/ and val/ class folders"]
+        return [f"dataset.name: {name}: folder {folder} not found{where}; it needs {needs_of(name)}"]
+    if prefix == SHARDS:
+        missing = [split for split in ("train", "val") if not shard_files(folder, split)]
+        return [f"dataset.name: {name}: {folder} has no {split} shards ({SHARD_PATTERNS[split]})" for split in missing]
     missing = [s for s in ("train", "val") if not (folder / s).is_dir()]
     if missing:
         return [f"dataset.name: {name}: {folder} has no {' or '.join(m + '/' for m in missing)} folder"]
@@ -76,17 +92,25 @@ def folder_problems(name: str, data_root: Path) -> list[str]:
     return []
 
 
-def imagefolder_info(name: str, data_root: Path, resolution: int) -> DatasetInfo:
-    """The dataset an `imagefolder:PATH` name describes: classes are train/'s class folders, 3
-    channels, ImageNet mean/std, native resolution the protocol's. Raises DataMissing (with what
-    is wrong) when the folder is not usable."""
+def folder_info(name: str, data_root: Path, resolution: int) -> DatasetInfo:
+    """The dataset a folder dataset's name describes: classes are train/'s class folders (or
+    0..the largest train label of shards), 3 channels, ImageNet mean/std, native resolution the
+    protocol's. Raises DataMissing (with what is wrong) when the folder is not usable. Shards
+    are indexed here (the number of classes is in their labels)."""
     folder = folder_of(name, data_root)
     problems = folder_problems(name, data_root)
     if folder is None or problems:
-        raise DataMissing(
-            problems[0].removeprefix("dataset.name: ") if problems else f"{name}: not an imagefolder name"
-        )
-    num_classes = len(class_folders(folder / "train"))
+        raise DataMissing(problems[0].removeprefix("dataset.name: ") if problems else f"{name}: not a folder dataset")
+    if folder_spec(name) == SHARDS:
+        from rd3_harness.data.shards import load_shards
+
+        train, val, num_classes = load_shards(folder, IMAGEFOLDER_CHANNELS)
+        load = lambda path: (train, val)  # noqa: E731
+        layout = "webdataset tar shards"
+    else:
+        num_classes = len(class_folders(folder / "train"))
+        load = functools.partial(load_image_folders, expected_classes=num_classes)
+        layout = "ImageFolder layout (train/ and val/)"
     return DatasetInfo(
         name=name,
         num_classes=num_classes,
@@ -95,11 +119,15 @@ def imagefolder_info(name: str, data_root: Path, resolution: int) -> DatasetInfo
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         candidates=lambda root: [folder],
-        is_present=has_splits,
-        load=functools.partial(load_image_folders, expected_classes=num_classes),
-        how_to_get=f"put train/ and val/ class folders in {folder}",
-        description=f"{folder}: {num_classes} classes, ImageFolder layout (train/ and val/)",
+        is_present=lambda path: not folder_problems(name, data_root),
+        load=load,
+        how_to_get=f"put {needs_of(name)} in {folder}",
+        description=f"{folder}: {num_classes} classes, {layout}",
     )
+
+
+def needs_of(name: str) -> str:
+    return "train/ and val/ class folders" if folder_spec(name) == IMAGEFOLDER else "train-*.tar and val-*.tar shards"
 
 
 def get_dataset(known: Mapping[str, DatasetInfo], name: str) -> DatasetInfo:
@@ -107,7 +135,7 @@ def get_dataset(known: Mapping[str, DatasetInfo], name: str) -> DatasetInfo:
     if name not in known:
         raise UsageError(
             f"unknown dataset {name!r}; registered: {', '.join(sorted(known))} "
-            f"(or {IMAGEFOLDER}PATH for a folder with train/ and val/ class folders)"
+            f"(or {IMAGEFOLDER}PATH / {SHARDS}PATH for a folder of class folders / tar shards)"
         )
     return known[name]
 
@@ -120,14 +148,18 @@ def _load(info: DatasetInfo, folder: Path) -> tuple[Split, Split]:
 def open_dataset(
     known: Mapping[str, DatasetInfo], name: str, settings: Settings, *, resolution: int | None = None
 ) -> tuple[DatasetInfo, Split, Split]:
-    """Find and read a dataset (registered, or `imagefolder:PATH` at the protocol's `resolution`);
-    a missing one raises DataMissing saying where we looked and how to get it."""
+    """Find and read a dataset (registered, or a folder dataset at the protocol's `resolution`);
+    a missing one raises DataMissing saying where we looked and how to get it. Folder datasets'
+    file indexes are cached under RD3_HOME/index."""
+    from rd3_harness.data.index import cached_under
+
     root = settings.data_root
     if folder_of(name, root) is not None:
         if resolution is None:
-            raise UsageError(f"{name}: an imagefolder dataset is opened at a protocol's resolution")
-        info = imagefolder_info(name, root, resolution)
-        train, test = info.load(folder_of(name, root))  # not memoized: a changed folder is rescanned
+            raise UsageError(f"{name}: a folder dataset is opened at a protocol's resolution")
+        info = folder_info(name, root, resolution)
+        with cached_under(settings.home / "index"):
+            train, test = info.load(folder_of(name, root))  # not memoized: the index sees changes
         return info, train, test
     info = get_dataset(known, name)
     folder = info.locate(root)
@@ -144,7 +176,8 @@ def open_dataset(
             f"dataset {name} not found. Looked in:\n{looked}\n"
             f"To get it: {info.how_to_get}{hint}. Set RD3_DATA_ROOT to the folder that holds it."
         )
-    train, test = _load(info, folder)
+    with cached_under(settings.home / "index"):
+        train, test = _load(info, folder)
     for split, which in ((train, "train"), (test, "test")):
         if split.channels != info.channels:
             raise UsageError(f"{folder}: {which} images have {split.channels} channels, expected {info.channels}")

@@ -1,5 +1,5 @@
-"""Class folders of an ImageFolder tree: which sub-folders are classes, and in which order.
-Listing only (no file is read, no torch)."""
+"""Class folders of an ImageFolder tree (which sub-folders are classes, in which order) and the
+shard files of a folder of tar shards. Listing only (no file is read, no torch)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,12 @@ def class_folders(folder: Path, classes: list[str] | None = None) -> list[str]:
         return by_value
     check_class_order(folder, found)
     return found
+
+
+SHARD_PATTERNS = {"train": "*train*.tar", "val": "*val*.tar"}
+"""Shard names of each split (`val-` and `validation-` both match)."""
+
+
+def shard_files(folder: Path, split: str) -> list[Path]:
+    """The shards of `split` in `folder`, sorted by name."""
+    return sorted(p for p in folder.glob(SHARD_PATTERNS[split]) if p.is_file() and not p.name.startswith("."))

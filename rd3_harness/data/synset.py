@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rd3_harness.contract import SyntheticSet
+from rd3_harness.data.folders import check_class_order
 from rd3_harness.data.readers import IMAGE_SUFFIXES, decode_image, scan_image_folder
 from rd3_harness.errors import UsageError
 from rd3_harness.files import atomic_write, file_sha256
@@ -123,6 +124,7 @@ def import_image_folder(
             raise UsageError(f"{folder}: class folder(s) {unknown[:5]} name no class of a {num_classes}-class dataset")
         classes = [int(n) for n in order]
     else:
+        check_class_order(folder, names)
         if len(names) != num_classes:
             raise UsageError(f"{folder}: {len(names)} class folders for a {num_classes}-class dataset")
         order, classes = names, list(range(num_classes))

@@ -30,20 +30,21 @@ def protocol_path(registries: Registries, ref: str | Path) -> Path:
 
 def semantic_problems(registries: Registries, protocol: Protocol) -> list[str]:
     """Problems the schema cannot see: unknown datasets or architectures, channel mismatches.
-    Reads no data: an `imagefolder:PATH` dataset is valid wherever its folder is."""
-    from rd3_harness.data.datasets import IMAGEFOLDER, IMAGEFOLDER_CHANNELS
+    Reads no data: an `imagefolder:PATH` or `shards:PATH` dataset is valid wherever its folder is."""
+    from rd3_harness.data.datasets import IMAGEFOLDER, IMAGEFOLDER_CHANNELS, SHARDS, folder_spec
     from rd3_harness.models import is_known
 
     problems = []
     known = registries.datasets
     name = protocol.dataset.name
-    channels = IMAGEFOLDER_CHANNELS if name.startswith(IMAGEFOLDER) else getattr(known.get(name), "channels", None)
-    if name.startswith(IMAGEFOLDER) and not name.removeprefix(IMAGEFOLDER).strip():
-        problems.append(f"dataset.name: {name!r} names no folder; write {IMAGEFOLDER}PATH")
+    prefix = folder_spec(name)
+    channels = IMAGEFOLDER_CHANNELS if prefix else getattr(known.get(name), "channels", None)
+    if prefix and not name.removeprefix(prefix).strip():
+        problems.append(f"dataset.name: {name!r} names no folder; write {prefix}PATH")
     elif channels is None:
         problems.append(
             f"dataset.name: unknown dataset {name!r}; registered: {', '.join(sorted(known))} "
-            f"(or {IMAGEFOLDER}PATH for a folder with train/ and val/ class folders)"
+            f"(or {IMAGEFOLDER}PATH / {SHARDS}PATH for a folder of class folders / tar shards)"
         )
     elif len(protocol.dataset.normalization.mean) != channels:
         problems.append(
