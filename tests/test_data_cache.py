@@ -148,3 +148,23 @@ def test_truncated_cache_file_is_rebuilt_with_a_warning(jpeg_root, decodes, tmp_
     assert [len(x) for x, _ in batches] == [400, 400, 210]
     assert torch.equal(torch.cat([y for _, y in batches]), split.labels)
     assert not os.listdir(cache) == [] and _counts(decodes) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plugin", ["rded", "herding"])
+def test_plugin_runs_end_to_end_from_a_jpeg_folder(plugin, tmp_path_factory, monkeypatch):
+    """`rd3h run` on cpu/jpeg-folder-64.v1: the folder the protocol describes, generated here."""
+    pytest.importorskip(f"rd3_plugin_{plugin}")
+    data = tmp_path_factory.getbasetemp() / "jpeg-folder-64"
+    if not (data / "jpeg-fmnist-96").is_dir():
+        make_jpeg_folder(data / "jpeg-fmnist-96", train_per_class=100, val_per_class=50)
+    monkeypatch.setenv("RD3_HOME", str(data / "home"))  # shared by both plugins: one teacher
+    monkeypatch.setenv("RD3_DATA_ROOT", str(data))
+    monkeypatch.setenv("RD3_OUT", str(data / "out"))
+    monkeypatch.setenv("RD3_DEVICE", "cpu")
+    result = runner.invoke(app, ["run", "--plugin", plugin, "-p", "cpu/jpeg-folder-64.v1", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["run"]["status"] == "complete"
+    (record,) = doc["records"]
+    assert record["top1"] > 0.3  # chance: 0.1
