@@ -23,6 +23,10 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _default_home() -> Path:
     return _env_path("RD3_HOME", Path("~/.cache/rd3").expanduser())
 
@@ -36,7 +40,11 @@ class Settings:
     out: Path = field(default_factory=lambda: _env_path("RD3_OUT", Path("rd3-results")))
     """Output folder: results store and synthetic sets (--out or RD3_OUT, default ./rd3-results)."""
     device: str = field(default_factory=lambda: os.environ.get("RD3_DEVICE", "auto"))
-    workers: int = field(default_factory=lambda: int(os.environ.get("RD3_WORKERS", "2")))
+    workers: int = field(default_factory=lambda: int(os.environ.get("RD3_WORKERS") or _cpu_count()))
+    """DataLoader workers that decode folder and shard datasets (RD3_WORKERS, default the CPU count)."""
+    data_cache: bool = field(default_factory=lambda: os.environ.get("RD3_DATA_CACHE", "on").lower() != "off")
+    """Decode folder and shard splits once into the pixel cache under RD3_HOME/cache/pixels
+    (RD3_DATA_CACHE=off: decode on every access, the uncached path)."""
     channels_last: bool | None = None
     """Memory format; None lets the engine choose (on for convolutional students)."""
     download: bool = False
@@ -58,6 +66,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.data_root is None:
             object.__setattr__(self, "data_root", _env_path("RD3_DATA_ROOT", self.home / "data"))
+
+    @property
+    def pixel_cache(self) -> Path | None:
+        """Folder of the decoded-pixel cache; None when RD3_DATA_CACHE=off."""
+        return self.home / "cache" / "pixels" if self.data_cache else None
 
     @property
     def torch_device(self) -> torch.device:

@@ -8,22 +8,31 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rd3_harness.data.real import RealData
+from rd3_harness.data.real import RealData, Split, resize_square
 from rd3_harness.errors import DataMissing, UsageError
 from rd3_harness.files import atomic_write, file_sha256
 from rd3_harness.hashing import sha256_of
 from rd3_harness.models import create_model
 from rd3_harness.progress import progress
-from rd3_harness.protocol.schema import Dataset, FileTeacher, Protocol, TorchvisionTeacher, TrainedTeacher
+from rd3_harness.protocol.schema import (
+    Dataset,
+    FileTeacher,
+    Protocol,
+    RandomResizedCrop,
+    TeacherRecipe,
+    TorchvisionTeacher,
+    TrainedTeacher,
+)
 from rd3_harness.registry import ModelEntry
 from rd3_harness.seeding import derive_seed, generator
 from rd3_harness.settings import Settings
@@ -77,6 +86,75 @@ def _build(
     ).to(device)
 
 
+def crop_box(
+    h: int, w: int, spec: RandomResizedCrop, g: torch.Generator, attempts: int = 10
+) -> tuple[int, int, int, int]:
+    """A random-resized-crop box (top, left, height, width) of an h x w image, as torchvision's
+    `RandomResizedCrop.get_params` draws it (10 tries, then a centre crop with the ratio clamped)."""
+    area = h * w
+    log_lo, log_hi = math.log(spec.ratio[0]), math.log(spec.ratio[1])
+    for _ in range(attempts):
+        target = area * (spec.scale[0] + (spec.scale[1] - spec.scale[0]) * float(torch.rand(1, generator=g)))
+        aspect = math.exp(log_lo + (log_hi - log_lo) * float(torch.rand(1, generator=g)))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            return top, left, ch, cw
+    ratio = w / h
+    if ratio < spec.ratio[0]:
+        cw, ch = w, round(w / spec.ratio[0])
+    elif ratio > spec.ratio[1]:
+        ch, cw = h, round(h * spec.ratio[1])
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+class _FullImageCrops(torch.utils.data.Dataset):
+    """Training items of a folder or shard split for one teacher epoch: the full decoded image,
+    random-resized-cropped to the protocol resolution (or resized, without a crop in the recipe)
+    and flipped, each draw seeded by (recipe seed, epoch, item) so workers do not matter."""
+
+    def __init__(self, split: Split, resolution: int, recipe: TeacherRecipe, epoch: int):
+        self.split, self.resolution, self.recipe, self.epoch = split, resolution, recipe, epoch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        aug, r = self.recipe.augmentation, self.resolution
+        g = generator("teacher-crop", self.recipe.seed, self.epoch, i)
+        image = self.split.decode(i)
+        if aug.random_resized_crop is None:
+            x = resize_square(image[None], r)[0]
+        else:
+            top, left, h, w = crop_box(image.shape[1], image.shape[2], aug.random_resized_crop, g)
+            crop = image[None, :, top : top + h, left : left + w].float()
+            x = F.interpolate(crop, size=(r, r), mode="bilinear", antialias=True, align_corners=False)[0]
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        if aug.horizontal_flip and float(torch.rand(1, generator=g)) < 0.5:
+            x = x.flip(2)
+        return x, int(self.split.labels[i])
+
+
+def full_image_batches(
+    train: RealData, recipe: TeacherRecipe, epoch: int, g: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One teacher epoch over a folder or shard split, read at full size by `train.workers`
+    DataLoader workers: (normalized images, labels) on the device, in an order drawn from `g`."""
+    loader = torch.utils.data.DataLoader(
+        _FullImageCrops(train.split, train.resolution, recipe, epoch),
+        batch_size=recipe.batch_size,
+        sampler=torch.randperm(len(train), generator=g).tolist(),
+        num_workers=train.workers,
+        pin_memory=train.device.type == "cuda",
+    )
+    for x, y in loader:
+        x = x.to(train.device, non_blocking=True)
+        yield train.normalize(x.float() / 255), y.to(train.device, non_blocking=True)
+
+
 def train_teacher(
     models: Mapping[str, ModelEntry],
     spec: TrainedTeacher,
@@ -86,7 +164,12 @@ def train_teacher(
     device: torch.device,
     channels_last: bool | None = None,
 ) -> tuple[nn.Module, float, float]:
-    """Train with the recipe; returns (model, test top-1, wall seconds)."""
+    """Train with the recipe; returns (model, test top-1, wall seconds).
+
+    Resident datasets (MNIST, CIFAR) are augmented in batches at the protocol resolution. Folder
+    and shard datasets follow torchvision's reference ImageNet recipe: the random-resized crop and
+    the flip are taken from the full image in parallel workers (`full_image_batches`); the rest of
+    the augmentation (random crop, shuffle-patches, mixing) is applied to the batch."""
     recipe = spec.recipe
     if recipe.images_per_class is not None:
         g = generator("teacher-subset", recipe.seed)
@@ -103,13 +186,20 @@ def train_teacher(
     steps = math.ceil(len(train) / recipe.batch_size)
     scheduler = Scheduler(optimizer, recipe.schedule, recipe.epochs, steps)
     fill = train.normalize(torch.zeros(1, train.image_shape[0], 1, 1, device=device)).flatten()
-    augmenter = Augmenter(recipe.augmentation, dataset.resolution, fill=fill)
+    full_images = not train.split.resident
+    batch_aug = recipe.augmentation
+    if full_images:
+        batch_aug = batch_aug.model_copy(update={"random_resized_crop": None, "horizontal_flip": False})
+    augmenter = Augmenter(batch_aug, dataset.resolution, fill=fill)
     started = time.perf_counter()
     model.train()
     with progress(recipe.epochs * steps, f"train teacher {spec.architecture}") as bar:
         for epoch in range(recipe.epochs):
             g = generator("teacher-batches", recipe.seed, epoch)
-            for step, (x, y) in enumerate(train.batches(recipe.batch_size, g)):
+            batches = (
+                full_image_batches(train, recipe, epoch, g) if full_images else train.batches(recipe.batch_size, g)
+            )
+            for step, (x, y) in enumerate(batches):
                 scheduler.set(epoch, step)
                 p = augmenter.draw(len(x), g).to(device)
                 x = augmenter.mix(augmenter.apply(x, p), p, inplace=True)

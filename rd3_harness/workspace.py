@@ -60,6 +60,7 @@ class Workspace:
             std=ds.normalization.std,
             device=self.settings.torch_device,
             workers=self.settings.workers,
+            cache=self.settings.pixel_cache,
         )
         self.train = RealData(train, **common)
         self.test = RealData(test, test=True, **common)

@@ -83,6 +83,8 @@ def _real_on(real: RealData, device: torch.device, normalization) -> RealData:
         std=normalization.std,
         device=device,
         test=real.test,
+        workers=real.workers,
+        cache=real.cache,
     )
 
 
