@@ -465,3 +465,20 @@ def test_an_image_linked_from_outside_the_folder_is_refused_through_the_cli(env)
     (root / "train" / "dog" / "borrowed.jpg").symlink_to(outside)
     protocol = folder_protocol(env, "imagefolder:tiny")
     refused(invoke("run", "--plugin", "random", "-p", str(protocol)), "leads outside")
+
+
+def test_pixel_cache_keys_follow_the_index(tmp_path, monkeypatch):
+    """The pixel cache is keyed by the file index: another file below a class changes the key,
+    so no stale pixels are served; an unchanged folder keeps it."""
+    from rd3_harness.data.datasets import load_image_folders
+
+    monkeypatch.setenv("RD3_HOME", str(tmp_path / "home"))
+    root = make_image_folder(tmp_path / "data")
+    backdate(root)
+    train, test = load_image_folders(root)
+    assert train.cache_key != test.cache_key
+    assert load_image_folders(root)[0].cache_key == train.cache_key
+    Image.new("RGB", (20, 24), (9, 9, 9)).save(root / "train" / "dog" / "new.png")
+    changed, same_test = load_image_folders(root)
+    assert changed.cache_key != train.cache_key
+    assert same_test.cache_key == test.cache_key

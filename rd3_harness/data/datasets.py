@@ -6,6 +6,7 @@ for it. No torch at import."""
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,13 +56,22 @@ def load_image_folders(path: Path, expected_classes: int | None = None) -> tuple
     val = path / "val"
     if (val / "val_annotations.txt").is_file():
         vfiles, vlabels = read_tiny_val(val, names)
+        vkey = None  # keyed by paths and labels (the annotation file fixes them)
     else:
         test = index_folder(val, names)
-        vfiles, vlabels = test.tree.paths(), test.tree.labels
+        vfiles, vlabels, vkey = test.tree.paths(), test.tree.labels, _pixel_key(val, test.digest)
     return (
-        FolderSplit(train.tree.paths(), train.tree.labels, IMAGEFOLDER_CHANNELS),
-        FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS),
+        FolderSplit(
+            train.tree.paths(), train.tree.labels, IMAGEFOLDER_CHANNELS, _pixel_key(path / "train", train.digest)
+        ),
+        FolderSplit(vfiles, vlabels, IMAGEFOLDER_CHANNELS, vkey),
     )
+
+
+def _pixel_key(root: Path, index_digest: str) -> str:
+    """The pixel cache's key of an indexed folder: its place and the index digest (which covers
+    every file's size and modification time, so a changed file is decoded again)."""
+    return hashlib.sha256(f"folder:{IMAGEFOLDER_CHANNELS}:{root.absolute()}:{index_digest}".encode()).hexdigest()
 
 
 def has_splits(path: Path) -> bool:
