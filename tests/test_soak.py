@@ -1,0 +1,36 @@
+"""The short fault soak (`benchmarks/soak.py` runs the long one): four writers of smoke-sized
+evaluations, on a slice of Fashion-MNIST, share one output folder while at least ten SIGKILLs
+land, at least five of them inside an evaluation; the store must come out intact, each finished
+(run, student, seed) recorded once, and every evaluation of a killed job equal to the same command
+run uninterrupted."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def soak(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the writers' forkserver imports it by name
+    module = importlib.import_module("soak")
+    if not module.FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed in {module.FASHION_MNIST}")
+    return module
+
+
+def test_sigkilled_writers_leave_a_complete_consistent_store(soak, tmp_path):
+    data_root = soak.sliced_fashion_mnist(tmp_path / "data", train=1000, test=500)
+    result = soak.soak(
+        tmp_path, tmp_path / "home", writers=4, kills=10, mid_kills=5, epochs=6, data_root=data_root, max_seconds=110
+    )
+    assert result.problems == []
+    assert result.integrity == "ok" and result.records_lost == 0
+    assert result.writers == 4 and result.kills >= 10
+    assert result.kills_mid_evaluation >= 5  # checkpointed by the killed writer, no record yet
+    assert result.records == result.runs * soak.SEEDS_PER_JOB and result.runs == result.jobs >= 4
+    assert result.resumed >= 1 and result.compared >= result.resumed
