@@ -34,3 +34,17 @@ def test_sigkilled_writers_leave_a_complete_consistent_store(soak, tmp_path):
     assert result.kills_mid_evaluation >= 5  # checkpointed by the killed writer, no record yet
     assert result.records == result.runs * soak.SEEDS_PER_JOB and result.runs == result.jobs >= 4
     assert result.resumed >= 1 and result.compared >= result.resumed
+
+
+def test_recording_the_environment_does_not_import_timm(monkeypatch):
+    """Every (re)started run records the environment; importing timm for its version cost more
+    than a smoke evaluation."""
+    import sys
+    from importlib import metadata
+
+    import torch
+
+    from rd3_harness.results.record import environment
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # importing it now raises ImportError
+    assert environment(torch.device("cpu")).timm == metadata.version("timm")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -295,11 +296,9 @@ def environment(device: torch.device) -> Environment:
     import torch
     import torchvision
 
-    try:
-        import timm
-
-        timm_version = timm.__version__
-    except ImportError:
+    try:  # its version only: importing timm costs more than a small evaluation
+        timm_version = metadata.version("timm")
+    except metadata.PackageNotFoundError:
         timm_version = None
     cuda = device.type == "cuda"
     return Environment(
