@@ -48,3 +48,30 @@ def test_recording_the_environment_does_not_import_timm(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "timm", None)  # importing it now raises ImportError
     assert environment(torch.device("cpu")).timm == metadata.version("timm")
+
+
+def test_a_stale_run_whose_pid_is_taken_by_another_process_is_resumed(tmp_path):
+    """After a power cut and reboot, or in a new container, the dead owner's pid can belong to a
+    live process (pid 1, or the very process that looks for a run to continue): the run is still
+    interrupted, and the same command continues it instead of starting another."""
+    import os
+    import socket
+
+    import torch
+
+    from rd3_harness.protocol.io import load_protocol
+    from rd3_harness.results.record import PluginRef, Run, process_identity
+    from rd3_harness.results.store import Store
+
+    protocol = load_protocol(BENCHMARKS.parent / "protocols" / "cpu" / "smoke.v1.yaml")
+    run = Run.start(
+        protocol, "hash", "smoke", PluginRef(name="random", version="1"), {}, device=torch.device("cpu"), settings={}
+    )
+    run.run_key, run.pid, run.host = "key", os.getpid(), socket.gethostname()
+    run.process = "another-boot/123"  # what the dead owner's process was
+    store = Store.in_folder(tmp_path)
+    store.put_run(run)
+    assert run.state == "interrupted"
+    assert store.resumable("key").run_id == run.run_id
+    run.process = process_identity(os.getpid())  # the owner is this live process
+    assert run.state == "running"
