@@ -2,7 +2,7 @@
 evaluations, on a slice of Fashion-MNIST, share one output folder while at least ten SIGKILLs
 land, at least five of them inside an evaluation; the store must come out intact, each finished
 (run, student, seed) recorded once, and every evaluation of a killed job equal to the same command
-run uninterrupted."""
+run uninterrupted. Also the restart path's own cases: a reused pid, the cost of a start."""
 
 from __future__ import annotations
 
