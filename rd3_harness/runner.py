@@ -26,6 +26,7 @@ from rd3_harness.results.record import (
     SynsetRef,
     SynthesisCost,
     now,
+    process_identity,
     record_of,
     summarize_records,
 )
@@ -214,7 +215,7 @@ def evaluate(
         records = store.records(run.run_id)
     else:
         run, records = _new_run(ws, synth, plugin, key, source), []
-    run.pid, run.host = os.getpid(), socket.gethostname()
+    run.pid, run.host, run.process = os.getpid(), socket.gethostname(), process_identity(os.getpid())
     done = {(r.student, r.seed) for r in records}
     run_id, done = world.broadcast((run.run_id, done))  # rank 0 decides; all ranks follow
     run.run_id = run_id

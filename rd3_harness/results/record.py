@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -193,6 +194,9 @@ class Run(_Model):
     """How many processes have worked on this run (resumes + 1)."""
     pid: int | None = None
     host: str | None = None
+    process: str | None = None
+    """Boot id and start time of process `pid` (see `process_identity`): a pid reused after a
+    reboot, or in a new container, is not taken for the run's owner."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -240,6 +244,8 @@ class Run(_Model):
     def owner_alive(self) -> bool:
         if self.pid is None or self.host != socket.gethostname():
             return self.pid is not None  # another machine's run: assume alive
+        if self.process is not None and process_identity(self.pid) not in (self.process, None):
+            return False  # that pid is another process now
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -247,6 +253,16 @@ class Run(_Model):
         except PermissionError:
             return True
         return True
+
+
+def process_identity(pid: int) -> str | None:
+    """`BOOT_ID/START_TICKS` of a live process (Linux), None where /proc cannot tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}/{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, after the command name
 
 
 def now() -> str:
@@ -295,11 +311,9 @@ def environment(device: torch.device) -> Environment:
     import torch
     import torchvision
 
-    try:
-        import timm
-
-        timm_version = timm.__version__
-    except ImportError:
+    try:  # its version only: importing timm costs more than a small evaluation
+        timm_version = metadata.version("timm")
+    except metadata.PackageNotFoundError:
         timm_version = None
     cuda = device.type == "cuda"
     return Environment(
