@@ -14,7 +14,7 @@ from typing import Any
 
 from rd3_harness import distributed
 from rd3_harness.contract import MethodInfo, SyntheticSet
-from rd3_harness.data.synset import load_synset, save_synset
+from rd3_harness.data.synset import as_stored, load_synset, save_synset, stored_dtype
 from rd3_harness.errors import PluginFailure, Rd3Error, UsageError
 from rd3_harness.hashing import sha256_of
 from rd3_harness.observers import NONE, Observers
@@ -109,12 +109,13 @@ def synthesize(
         "dataset": p.dataset.name,
         "ipc": p.ipc,
         "num_classes": ws.info.num_classes,
-        "normalization": p.dataset.normalization.model_dump(mode="json"),
         "synthesis": {**ctx.cost, "seed": p.synthesis_seed, "device": str(device)},
         "teacher_sha256": ws.teacher(p.teacher).sha256 if info.needs_teacher else None,
     }
-    manifest = save_synset(folder, synset, manifest_info, denormalize=lambda x: ws.test.denormalize(x.to(device)).cpu())
-    return Synthesized(synset, manifest, folder, reused=False)
+    stored, manifest = save_synset(
+        folder, synset, manifest_info, normalization=p.dataset.normalization, dtype=p.evaluation.storage_dtype
+    )
+    return Synthesized(stored, manifest, folder, reused=False)  # evaluated as stored, not as returned
 
 
 @dataclass
@@ -155,6 +156,19 @@ def _check_fits(ws: Workspace, synth: Synthesized) -> None:
         )
 
 
+def evaluation_input(ws: Workspace, synth: Synthesized) -> SyntheticSet:
+    """What the students are trained on: the set as stored, quantized to 8-bit pixels first when
+    the protocol stores uint8 but the set holds float32 (format 1, or made under `float32`)."""
+    p, m = ws.protocol, synth.manifest
+    if p.evaluation.storage_dtype == "uint8" and stored_dtype(m) != "uint8":
+        log.warning(
+            "%s: stored as float32; evaluated as uint8 pixels, as the protocol's evaluation.storage_dtype says",
+            synth.folder,
+        )
+        return as_stored(synth.synset, "uint8", m.get("normalization") or p.dataset.normalization)
+    return synth.synset
+
+
 def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, source: str | None) -> Run:
     m = synth.manifest
     cost = m.get("synthesis") or {}
@@ -172,6 +186,7 @@ def _new_run(ws: Workspace, synth: Synthesized, plugin: PluginRef, key: str, sou
             path=str(synth.folder),
             count=m["count"],
             storage_bytes=m["storage_bytes"],
+            storage_dtype=stored_dtype(m),
             pixel_bytes=m["pixel_bytes"],
             reused=synth.reused,
         ),
@@ -229,16 +244,17 @@ def evaluate(
     try:
         teachers = ws.label_teachers()
         run.label_teachers = [t.as_record() for t in teachers]
+        synset = evaluation_input(ws, synth)
         engine = Engine(
             p,
-            synth.synset.images,
-            synth.synset.labels,
+            synset.images,
+            synset.labels,
             [t.model for t in teachers],
             ws.test,
             models=ws.registries.models,
             device=device,
             fill=ws.fill(),
-            soft_labels=synth.synset.soft_labels,
+            soft_labels=synset.soft_labels,
             teacher_reuse=settings.teacher_reuse,
             channels_last=settings.channels_last,
             checkpoints=Checkpoints(folder, settings.checkpoint_every),

@@ -107,8 +107,9 @@ def code_digest(module_name: str) -> str:
 
 
 def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: Protocol, code: str = "") -> str:
-    """What decides a synthetic set: the method, its version, code and config, and the protocol's
-    dataset, IPC, teachers and synthesis seed (not its evaluation settings)."""
+    """What decides a synthetic set: the method, its version, code and config, the protocol's
+    dataset, IPC, teachers and synthesis seed, and how the set is stored (uint8 pixels or float32;
+    no other evaluation setting)."""
     p = protocol.model_dump(mode="json")
     return sha256_of(
         {
@@ -117,6 +118,7 @@ def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: P
             "code": code,
             "config": config,
             **{k: p[k] for k in ("dataset", "ipc", "teacher", "synthesis_teachers", "synthesis_seed")},
+            "storage_dtype": protocol.evaluation.storage_dtype,
         }
     )
 

@@ -99,7 +99,8 @@ def test_altered_synthetic_set_is_rejected(exported, tmp_path):
     synset, manifest = load_synset(exported["synset"])
     synset.images = synset.images + 0.01 * torch.ones_like(synset.images)  # another, self-consistent set
     other = tmp_path / "other"
-    save_synset(other, synset, {k: manifest[k] for k in ("method", "dataset", "ipc", "num_classes")})
+    info = {k: manifest[k] for k in ("method", "dataset", "ipc", "num_classes")}
+    save_synset(other, synset, info, normalization=manifest["normalization"])
     result = verify(tmp_path, exported["doc"], "--synset", str(other))
     assert result.exit_code == 1 and "the run used" in result.stdout
 

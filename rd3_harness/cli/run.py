@@ -277,7 +277,8 @@ def _evaluate_folder(synset: Path, protocol, name: str | None, seeds: str | None
                     "num_classes": ws.info.num_classes,
                     "source": str(synset.resolve()),
                 },
-                denormalize=lambda x: ws.test.denormalize(x.to(ws.test.device)).cpu(),
+                normalization=p.dataset.normalization,
+                dtype=p.evaluation.storage_dtype,
             )
         world.broadcast(None)  # a barrier: the imported set is saved
         data, manifest = load_synset(folder)

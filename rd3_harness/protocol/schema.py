@@ -353,6 +353,11 @@ class Evaluation(Frozen):
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     seeds: tuple[Seed, ...] = Field(min_length=1)
     report: Report = Report()
+    storage_dtype: Literal["uint8", "float32"] = added_setting("uint8")
+    """How a synthetic set is stored, and so what the students are trained on: `uint8` pixels
+    (clamped to [0, 1] and rounded, as the original repositories save PNG/JPEG) or the method's
+    float32 model-input values, for methods whose result needs them. An evaluation setting: it
+    changes the evaluation input, not what the method computes."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Evaluation:

@@ -48,7 +48,10 @@ class SynsetRef(_Model):
     path: str
     count: int
     storage_bytes: int
-    """Bytes of the stored synthetic set (images.safetensors: images, labels, soft labels)."""
+    """Bytes of the stored synthetic set: the size of its file (images.safetensors: images, labels,
+    soft labels)."""
+    storage_dtype: Literal["uint8", "float32"] | None = None
+    """How the images are stored (None in records made before it was recorded)."""
     pixel_bytes: int
     """Bytes the images would take as 8-bit pixels (N x C x H x W)."""
     label_storage_bytes: int = 0
