@@ -89,10 +89,10 @@ def build_context(
 
 
 def code_digest(module_name: str) -> str:
-    """sha256 of a plugin's Python sources (its package folder, or its one file): a code change
-    without a version bump must not reuse an old synthetic set."""
+    """sha256 of a plugin's Python sources (every file of the top-level package its module is in,
+    or its one file): a code change without a version bump must not reuse an old synthetic set."""
     try:
-        spec = importlib.util.find_spec(module_name)
+        spec = importlib.util.find_spec(module_name.split(".")[0])
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.origin or not Path(spec.origin).is_file():

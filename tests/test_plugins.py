@@ -84,3 +84,23 @@ def test_method_info_must_match_entry_point_name_and_be_frozen():
     assert "installed as 'alias'" in plugins.add("alias", make("other", Loose)).error
     assert "must be frozen" in plugins.add("loose", make("loose", Loose)).error
     assert set(plugins.methods()) == {"random"}  # broken plugins are unregistered
+
+
+def test_code_digest_covers_the_whole_package_of_an_entry_module(tmp_path, monkeypatch):
+    """A method whose entry point is a submodule (`pkg.d4m`) shares code with its siblings: a
+    change to any file of the package must change the synthesis cache key."""
+    import importlib
+
+    from rd3_harness.synthesis import code_digest
+
+    pkg = tmp_path / "rd3_plugin_twomethods"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "d4m.py").write_text("from rd3_plugin_twomethods.shared import X\n")
+    (pkg / "shared.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    before = code_digest("rd3_plugin_twomethods.d4m")
+    assert before and before == code_digest("rd3_plugin_twomethods.shared")
+    (pkg / "shared.py").write_text("X = 2\n")
+    assert code_digest("rd3_plugin_twomethods.d4m") != before
