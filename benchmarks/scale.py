@@ -2,11 +2,14 @@
 
 (a) the protocol's students x 4 seeds (>= 4 jobs) on the CPU three ways: job-parallel under
     torchrun (2 processes x 1 thread), one process x 2 threads, data-parallel (2 gloo processes x
-    1 thread): wall times and the job-parallel ratios;
+    1 thread): wall times, CPU seconds and the job-parallel ratios. The teacher and the synthetic
+    set are prepared before any timing, so each timed command (`rd3h evaluate` of that set) only
+    evaluates; its wall time includes process start-up and opening the dataset;
 (b) K = 3 students with and without teacher reuse: total time, teacher forward passes and the
     teacher's share of the time.
-Run: `python benchmarks/scale.py [--protocol P] [--epochs N] [--json]` (RD3_HOME must hold or
-will receive the protocol's teacher).
+Run: `python benchmarks/scale.py [--protocol P] [--epochs N] [--repeat R] [--json]` (RD3_HOME
+must hold or will receive the protocol's teacher). `--repeat` times the three modes R times,
+interleaved, on a shared machine.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -27,6 +31,7 @@ import yaml
 from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol.library import protocol_path
 from rd3_harness.protocol.schema import Protocol
+from rd3_harness.runner import synthesize
 from rd3_harness.settings import Settings
 from rd3_harness.training.labels import TeacherEnsemble
 from rd3_harness.training.trainer import Engine
@@ -39,16 +44,35 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def processes(protocol_file: Path, nproc: int, out: Path, *extra: str) -> tuple[float, list[dict]]:
+def prepare(source: Path, out: Path) -> Path:
+    """Train (or load) the label teachers and synthesize the set once, before anything is timed."""
+    ws = open_workspace(get_plugins().registries, source, Settings(device="cpu", out=out))
+    ws.label_teachers()
+    return synthesize(get_plugins(), ws, "random").folder
+
+
+def processes(protocol_file: Path, synset: Path, nproc: int, out: Path, *extra: str) -> dict:
+    """One timed `rd3h evaluate` of the prepared set: nproc processes x (2 / nproc) threads."""
     cmd = [sys.executable]
     if nproc > 1:
         cmd += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
-    cmd += ["-m", "rd3_harness", "run", "--plugin", "random", "-p", str(protocol_file), "-o", str(out), "--json"]
-    env = {**os.environ, "RD3_DEVICE": "cpu", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // nproc))}
+    cmd += ["-m", "rd3_harness", "evaluate", str(synset), "-p", str(protocol_file), "-o", str(out), "--json"]
+    threads = str(max(1, (os.cpu_count() or 2) // nproc))
+    env = {**os.environ, "RD3_DEVICE": "cpu", "OMP_NUM_THREADS": threads}
     cmd += list(extra)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, json.loads(done.stdout)["records"]
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    records = json.loads(done.stdout)["records"]
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "engine_s": sum(r["train_wall_s"] + r["eval_wall_s"] for r in records),
+        "top1": {f"{r['student']}/{r['seed']}": r["top1"] for r in records},
+    }
 
 
 class TimedTeacher(TeacherEnsemble):
@@ -91,50 +115,69 @@ def reuse(protocol: Protocol, source: Path, epochs: int, shared: bool) -> dict:
     }
 
 
+MODES = {
+    "job_parallel_2x1": (2, ()),
+    "one_process_1x2": (1, ()),
+    "data_parallel_2x1": (2, ("--parallel", "data")),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", default="cpu/fmnist-ipc10.v1")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=None, help="Evaluation epochs (default: the protocol's).")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--no-reuse", action="store_true", help="Skip (b), the teacher-reuse comparison.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     source = protocol_path(get_plugins().registries, args.protocol)
     data = yaml.safe_load(source.read_text())
-    data["evaluation"].update(epochs=args.epochs, seeds=[0, 1, 2, 3])
+    epochs = args.epochs or data["evaluation"]["epochs"]
+    data["evaluation"].update(epochs=epochs, seeds=[0, 1, 2, 3])
     protocol = Protocol.model_validate(data)
+    trials: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "p.yaml"
         file.write_text(yaml.safe_dump(data))
-        tj, rj = processes(file, 2, Path(tmp) / "jobs")
-        t1, r1 = processes(file, 1, Path(tmp) / "one")
-        td, rd = processes(file, 2, Path(tmp) / "data", "--parallel", "data")
-    single = {(r["student"], r["seed"]): r["top1"] for r in r1}
+        synset = prepare(file, Path(tmp) / "prep")
+        for i in range(args.repeat):
+            for mode, (nproc, extra) in MODES.items():
+                trial = processes(file, synset, nproc, Path(tmp) / f"{mode}-{i}", *extra)
+                trials[mode].append(trial)
+                print(f"{mode} run {i + 1}: wall {trial['wall_s']:.1f} s, CPU {trial['cpu_s']:.1f} s", file=sys.stderr)
+    best = {mode: min(t["wall_s"] for t in runs) for mode, runs in trials.items()}
+    tj, t1, td = best["job_parallel_2x1"], best["one_process_1x2"], best["data_parallel_2x1"]
+    single = trials["one_process_1x2"][0]["top1"]
     result = {
-        "jobs": len(r1),
-        "job_parallel_2x1": {
-            "wall_s": tj,
-            "equal_to_one_process": {(r["student"], r["seed"]): r["top1"] for r in rj} == single,
-        },
-        "one_process_1x2": {"wall_s": t1},
-        "data_parallel_2x1": {"wall_s": td},
+        "protocol": args.protocol,
+        "epochs": epochs,
+        "jobs": len(single),
+        "torch": torch.__version__,
+        "trials": trials,
+        "best_wall_s": best,
+        "job_parallel_equal_to_one_process": all(t["top1"] == single for t in trials["job_parallel_2x1"]),
         "job_over_data": tj / td,
         "job_over_one": tj / t1,
-        "teacher_reuse": {
-            "with": reuse(protocol, source, args.epochs, True),
-            "without": reuse(protocol, source, args.epochs, False),
-        },
     }
-    with_, without = result["teacher_reuse"]["with"], result["teacher_reuse"]["without"]
-    result["teacher_reuse"]["saving"] = 1 - with_["wall_s"] / without["wall_s"]
+    if not args.no_reuse:
+        result["teacher_reuse"] = {
+            "with": reuse(protocol, source, epochs, True),
+            "without": reuse(protocol, source, epochs, False),
+        }
+        with_, without = result["teacher_reuse"]["with"], result["teacher_reuse"]["without"]
+        result["teacher_reuse"]["saving"] = 1 - with_["wall_s"] / without["wall_s"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.protocol}, {args.epochs} epochs, seeds 0-3: {result['jobs']} jobs, CPU")
-    print(
-        f"  job-parallel 2 x 1 thread:   {tj:7.1f} s  (records equal one process: {result['job_parallel_2x1']['equal_to_one_process']})"
-    )
-    print(f"  one process x 2 threads:     {t1:7.1f} s")
-    print(f"  data-parallel 2 x 1 thread:  {td:7.1f} s")
+    print(f"{args.protocol}, {epochs} epochs, seeds 0-3: {result['jobs']} jobs, CPU, {os.cpu_count()} cores")
+    for mode, label in zip(MODES, ("job-parallel 2 x 1 thread", "one process x 2 threads", "data-parallel 2 x 1")):
+        walls = ", ".join(f"{t['wall_s']:.1f}" for t in trials[mode])
+        cpus = ", ".join(f"{t['cpu_s']:.1f}" for t in trials[mode])
+        print(f"  {label:<26} wall {best[mode]:7.1f} s (runs: {walls}; CPU s: {cpus})")
+    print(f"  records of job-parallel equal one process's: {result['job_parallel_equal_to_one_process']}")
     print(f"  job-parallel / data-parallel {result['job_over_data']:.2f}, / one process {result['job_over_one']:.2f}")
+    if args.no_reuse:
+        return
     for name, r in (("with teacher reuse", with_), ("without teacher reuse", without)):
         print(
             f"  K=3 {name:<22} {r['wall_s']:7.1f} s, {r['teacher_calls']} teacher passes, "

@@ -19,6 +19,7 @@ from rd3_harness.errors import PluginFailure, Rd3Error, UsageError
 from rd3_harness.hashing import sha256_of
 from rd3_harness.observers import NONE, Observers
 from rd3_harness.plugins import Plugins
+from rd3_harness.protocol.schema import Protocol
 from rd3_harness.results.record import (
     PluginRef,
     Run,
@@ -131,15 +132,17 @@ def run_key(
     return sha256_of(parts if students is None else [*parts, sorted(students)])
 
 
-def chosen_jobs(jobs: list[tuple[str, int]], students: tuple[str, ...] | None) -> list[tuple[str, int]]:
-    """The protocol's jobs, narrowed to `--students` (names checked against the protocol)."""
+def evaluated_students(protocol: Protocol, students: tuple[str, ...] | None) -> list[str]:
+    """The protocol's students, narrowed to `--students` (every name must be one of them)."""
+    names = [s.architecture for s in protocol.evaluation.students]
     if students is None:
-        return jobs
-    known = {s for s, _ in jobs}
-    unknown = [s for s in students if s not in known]
+        return names
+    unknown = [s for s in students if s not in names]
     if unknown:
-        raise UsageError(f"--students {','.join(unknown)}: not in the protocol; it lists {', '.join(sorted(known))}")
-    return [j for j in jobs if j[0] in students]
+        raise UsageError(
+            f"--students {','.join(unknown)}: not a student of {protocol.name}; its students are {', '.join(names)}"
+        )
+    return [n for n in names if n in students]
 
 
 def _check_fits(ws: Workspace, synth: Synthesized) -> None:
@@ -220,6 +223,7 @@ def evaluate(
     p, settings = ws.protocol, ws.settings
     device = settings.torch_device
     set_determinism(settings.deterministic, settings.benchmark_cudnn)
+    students = evaluated_students(p, settings.students)
     _check_fits(ws, synth)
     m = synth.manifest
     key = run_key(ws.hash, plugin, synth.config_hash, m["sha256"], settings.students)
@@ -231,6 +235,7 @@ def evaluate(
     else:
         run, records = _new_run(ws, synth, plugin, key, source), []
     run.pid, run.host, run.process = os.getpid(), socket.gethostname(), process_identity(os.getpid())
+    run.students = students
     done = {(r.student, r.seed) for r in records}
     run_id, done = world.broadcast((run.run_id, done))  # rank 0 decides; all ranks follow
     run.run_id = run_id
@@ -269,7 +274,7 @@ def evaluate(
                 else None
             ),
         )
-        todo = [j for j in chosen_jobs(engine.jobs(), settings.students) if j not in done]
+        todo = [j for j in engine.jobs() if j[0] in students and j not in done]
         mine = todo if world.data_parallel else todo[world.shard(len(todo))]
         writes = world.main or not world.data_parallel
 
@@ -323,6 +328,7 @@ def run(
     """`rd3h run`: synthesize with the plugin, evaluate under the protocol, record."""
     record = plugins.method(method)  # fail fast on an unknown name
     ws = open_workspace(plugins.registries, protocol_ref, settings, seeds)
+    evaluated_students(ws.protocol, settings.students)  # and on an unknown --students name
     plugin = PluginRef(name=method, version=record.version, distribution=record.distribution)
     store = Store.in_folder(settings.out)
     world = distributed.world()

@@ -8,12 +8,16 @@ import types
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from rd3_harness import MethodInfo, SyntheticSet, hookimpl
 from rd3_harness.cli import app
 from rd3_harness.default_plugins.random_real import Config
 from rd3_harness.plugins import get_plugins
+from rd3_harness.protocol.io import protocol_hash
+from rd3_harness.protocol.library import protocol_path
+from rd3_harness.protocol.schema import Protocol
 from rd3_harness.results.store import Store
 
 runner = CliRunner()
@@ -72,6 +76,44 @@ def test_seeds_option_makes_a_new_protocol(env):
     result = json.loads(run("--plugin", "random", "--seeds", "3,4", "--json").stdout)
     assert [r["seed"] for r in result["records"]] == [3, 4]
     assert result["run"]["protocol"]["evaluation"]["seeds"] == [3, 4]
+
+
+def test_students_option_evaluates_a_subset_under_the_same_hash(env, tmp_path, smoke_workspace):
+    data = yaml.safe_load(protocol_path(get_plugins().registries, "cpu/smoke.v1").read_text())
+    both = ["convnet_d1_w32_bn", "convnet_d1_w32_in"]
+    data["evaluation"].update(epochs=4, students=[{"architecture": a} for a in both])
+    path = tmp_path / "two-students.yaml"
+    path.write_text(yaml.safe_dump(data))
+    full_hash = protocol_hash(Protocol.model_validate(data))
+
+    def run_students(*args: str) -> dict:
+        result = runner.invoke(app, ["run", "-p", str(path), "--plugin", "random", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    full = run_students()
+    assert full["run"]["students"] == both and full["run"]["settings"]["students"] is None
+    top1 = {r["student"]: r["top1"] for r in full["records"]}
+    narrowed = {}
+    for name in reversed(both):
+        doc = run_students("--students", name)
+        run_doc = doc["run"]
+        assert run_doc["protocol_hash"] == full_hash  # a subset, not another protocol
+        assert run_doc["status"] == "complete" and run_doc["students"] == [name]
+        assert run_doc["settings"]["students"] == [name]
+        assert [(r["student"], r["seed"]) for r in doc["records"]] == [(name, 0)]
+        assert [s["student"] for s in run_doc["summary"]] == [name]
+        assert doc["records"][0]["top1"] == top1[name]  # alone it trains as it did in lockstep
+        narrowed[name] = run_doc["run_id"]
+    tables = json.loads(runner.invoke(app, ["leaderboard", "--json"]).stdout)
+    assert sorted(t["student"] for t in tables) == both and {t["protocol_hash"] for t in tables} == {full_hash}
+    for t in tables:  # each student's table ranks its own latest run: the narrowed one
+        (entry,) = t["entries"]
+        assert entry["run_id"] == narrowed[t["student"]] and entry["values"] == [top1[t["student"]]]
+    bad = runner.invoke(app, ["run", "-p", str(path), "--plugin", "random", "--students", "convnet_d1_w32_bn,resnet18"])
+    assert bad.exit_code == 2
+    assert "resnet18" in bad.output and "its students are convnet_d1_w32_bn, convnet_d1_w32_in" in bad.output
+    assert len(Store.in_folder(env).runs()) == 3  # the refused command recorded nothing
 
 
 def _bad_plugin(name: str, make):

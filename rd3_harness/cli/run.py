@@ -253,6 +253,7 @@ def _evaluate_folder(synset: Path, protocol, name: str | None, seeds: str | None
 
     ws = open_workspace(registries(), protocol, s, parse_seeds(seeds))
     p = ws.protocol
+    runner.evaluated_students(p, s.students)  # an unknown --students name fails before the import
     if (synset / "manifest.json").is_file():
         data, manifest = load_synset(synset)
         folder = synset

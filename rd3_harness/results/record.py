@@ -186,6 +186,9 @@ class Run(_Model):
     synthesis: SynthesisCost | None
     teacher: dict[str, Any] | None
     label_teachers: list[dict[str, Any]] = Field(default_factory=list)
+    students: list[str] = Field(default_factory=list)
+    """The students this run evaluates, in protocol order: all of the protocol's, or the
+    `--students` subset (same protocol hash). Empty in runs recorded before the field existed."""
     evaluation_wall_s: float | None = None
     summary: list[StudentSummary] = Field(default_factory=list)
     environment: Environment
