@@ -49,7 +49,8 @@ def test_hook_synthesize(fakes, smoke_workspace):
     result = synthesize_smoke(smoke_workspace, "kit-good", scale=0.0)
     labels = torch.arange(10).repeat_interleave(2)
     pixels = ((labels.float() + 1) / 11).view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
-    assert torch.allclose(result.synset.images, smoke_workspace.test.normalize(pixels))  # model-input space
+    stored = (pixels * 255).round() / 255  # sets are stored as uint8 pixels, returned as stored
+    assert torch.allclose(result.synset.images, smoke_workspace.test.normalize(stored))  # model-input space
     assert torch.equal(result.synset.labels, labels)
     assert result.manifest["config"] == {"scale": 0.0} and result.manifest["synthesis"]["wall_s"] > 0
     with pytest.raises(PluginFailure, match="plugin 'kit-invalid' returned an invalid synthetic set"):
