@@ -50,3 +50,12 @@ def with_test_plugins(installed_test_plugins: Path, monkeypatch: pytest.MonkeyPa
 def _fresh_plugins():
     yield
     reset_plugins()
+
+
+@pytest.fixture
+def env(rd3_settings, tmp_path, monkeypatch):
+    """CLI environment: the session's teacher cache, a private output folder, CPU."""
+    monkeypatch.setenv("RD3_HOME", str(rd3_settings.home))
+    monkeypatch.setenv("RD3_DEVICE", "cpu")
+    monkeypatch.setenv("RD3_OUT", str(tmp_path / "out"))
+    return tmp_path / "out"

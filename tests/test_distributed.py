@@ -132,17 +132,24 @@ def test_data_parallel_two_gloo_processes_match_one(rd3_settings, smoke_workspac
     assert len(Store.in_folder(tmp_path / "two").records()) == 1  # only rank 0 writes
 
 
-def test_nccl_binds_the_rank_to_its_device_before_the_group(monkeypatch):
+def fake_torchrun(monkeypatch, rank: int) -> list:
+    """A 2-process torchrun environment for this process as `rank`, with process-group creation
+    and device binding recorded instead of done; returns the list of recorded calls."""
     calls = []
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: calls.append(("init_process_group", kw)))
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: rank)
     monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(distributed, "_world", distributed.World())
+    return calls
+
+
+def test_nccl_binds_the_rank_to_its_device_before_the_group(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    calls = fake_torchrun(monkeypatch, rank=1)
     world = distributed.init_from_env(torch.device("cuda"), "jobs")
     bound = torch.device("cuda", 1)
     assert calls == [("set_device", bound), ("init_process_group", {"backend": "nccl", "device_id": bound})]
@@ -151,14 +158,6 @@ def test_nccl_binds_the_rank_to_its_device_before_the_group(monkeypatch):
 
 
 def test_gloo_on_the_cpu_binds_nothing(monkeypatch):
-    calls = []
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
-    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: calls.append(("init", kw)))
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(distributed, "_world", distributed.World())
+    calls = fake_torchrun(monkeypatch, rank=0)
     assert distributed.init_from_env(torch.device("cpu"), "data").data_parallel
-    assert calls == [("init", {"backend": "gloo"})]
+    assert calls == [("init_process_group", {"backend": "gloo"})]

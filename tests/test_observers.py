@@ -14,14 +14,6 @@ from rd3_harness.plugins import get_plugins
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(rd3_settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("RD3_HOME", str(rd3_settings.home))
-    monkeypatch.setenv("RD3_DEVICE", "cpu")
-    monkeypatch.setenv("RD3_OUT", str(tmp_path / "out"))
-    return tmp_path / "out"
-
-
 def run(*args: str) -> dict:
     result = runner.invoke(app, ["run", "-p", "cpu/smoke.v1", "--plugin", "random", "--json", *args])
     assert result.exit_code == 0, result.output

@@ -23,15 +23,6 @@ from rd3_harness.results.store import Store
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(rd3_settings, tmp_path, monkeypatch):
-    """CLI environment: the session's teacher cache, a private output folder, CPU."""
-    monkeypatch.setenv("RD3_HOME", str(rd3_settings.home))
-    monkeypatch.setenv("RD3_DEVICE", "cpu")
-    monkeypatch.setenv("RD3_OUT", str(tmp_path / "out"))
-    return tmp_path / "out"
-
-
 def run(*args: str):
     return runner.invoke(app, ["run", "-p", "cpu/smoke.v1", *args])
 

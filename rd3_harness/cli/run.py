@@ -150,24 +150,36 @@ def run(
 
     Rerunning an interrupted command continues it (finished evaluations are kept, an unfinished
     one resumes from its last epoch checkpoint) unless --restart is given."""
-    from rd3_harness import distributed, runner, trackers
+    from rd3_harness import runner, trackers
 
     s = _runtime(out_dir, device, download, data_root, restart, students, parallel, deterministic, benchmark_cudnn)
     for name, tracker in trackers.make(log or [], s.out):
         plugins().add(name, tracker)
+    _in_world(
+        s,
+        as_json,
+        lambda world: runner.run(
+            plugins(),
+            plugin,
+            protocol,
+            settings=s,
+            config=_config(config, config_file),
+            seeds=parse_seeds(seeds),
+            reuse=not fresh,
+            observers=plugins().observers(),
+        ),
+    )
+
+
+def _in_world(s, as_json: bool, work) -> None:
+    """Run `work(world)` in the torchrun world (a world of one without torchrun), with progress
+    bars on rank 0, and print its outcome there; the world is shut down however it ends."""
+    from rd3_harness import distributed
+
     world = distributed.init_from_env(s.torch_device, s.parallel)
     try:
         with rich_progress(err) if world.main else contextlib.nullcontext():
-            outcome = runner.run(
-                plugins(),
-                plugin,
-                protocol,
-                settings=s,
-                config=_config(config, config_file),
-                seeds=parse_seeds(seeds),
-                reuse=not fresh,
-                observers=plugins().observers(),
-            )
+            outcome = work(world)
     except BaseException:
         distributed.shutdown(wait=False)
         raise
@@ -228,21 +240,10 @@ def evaluate(
 ) -> None:
     """Evaluate a synthetic set made elsewhere under the protocol and record it (under torchrun,
     as `run` does: rank 0 imports the set and writes the run, the ranks share the jobs)."""
-    from rd3_harness import distributed
-
     if not synset.is_dir():
         raise UsageError(f"{synset}: not a folder")
     s = _runtime(out_dir, device, download, data_root, restart, students, parallel, deterministic, benchmark_cudnn)
-    world = distributed.init_from_env(s.torch_device, s.parallel)
-    try:
-        with rich_progress(err) if world.main else contextlib.nullcontext():
-            outcome = _evaluate_folder(synset, protocol, name, seeds, s, world)
-    except BaseException:
-        distributed.shutdown(wait=False)
-        raise
-    distributed.shutdown()
-    if world.main:
-        print_run(outcome, s.out, as_json)
+    _in_world(s, as_json, lambda world: _evaluate_folder(synset, protocol, name, seeds, s, world))
 
 
 def _evaluate_folder(synset: Path, protocol, name: str | None, seeds: str | None, s, world):
