@@ -95,3 +95,26 @@ def test_same_generator_same_augmentation(images):
     b, _ = aug(images, g(9))
     c, _ = aug(images, g(10))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_resized_crop_equals_torchvision_crop_then_resize(images):
+    """Each box against torchvision's `resized_crop` (bilinear, no antialiasing: crops only upsample
+    here), edge pixels included: the box's border pixels are repeated, nothing outside it blends in."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    fixed = [(0, 0, 28, 28), (0, 0, 8, 8), (20, 20, 8, 8), (5, 9, 11, 11), (3, 1, 14, 20), (12, 0, 16, 9)]
+    boxes = torch.cat(
+        [torch.tensor(fixed, dtype=torch.float64), resized_crop_boxes(58, 28, (0.08, 1), (3 / 4, 4 / 3), g(5))]
+    )
+    flips = torch.rand(64, generator=g(6)) < 0.5
+    aug = Augmenter(Augmentation(random_resized_crop=RandomResizedCrop(scale=(0.08, 1)), horizontal_flip=True), 28)
+    p = aug.draw(64, g())
+    p.boxes, p.flips = boxes, flips
+    out = aug.apply(images, p)
+    for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(
+            images[i], top, left, h, w, [28, 28], interpolation=InterpolationMode.BILINEAR, antialias=False
+        )
+        ref = ref.flip(-1) if flips[i] else ref
+        assert torch.allclose(out[i], ref, atol=1e-5), (i, (top, left, h, w), float((out[i] - ref).abs().max()))

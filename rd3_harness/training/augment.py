@@ -209,18 +209,28 @@ def _shuffle_strips(x: torch.Tensor, order: torch.Tensor, dim: int) -> torch.Ten
 
 
 def _crop_resize(x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
-    """Crop each box and resize it back to full size (bilinear), flipping where asked, in one
-    `grid_sample` with half-pixel centres (as torchvision's resize). The sampling grid of an
-    axis-aligned box is separable, so it is built from per-row and per-column coordinates."""
+    """Crop each box and resize it back to full size (bilinear, half-pixel centres), flipping where
+    asked, in one `grid_sample`: torchvision's crop-then-resize without antialiasing (crops only
+    upsample here). Sample coordinates are clamped to the box's pixel centres, so the outermost
+    samples repeat the box's border pixels instead of blending in pixels outside the box. The
+    sampling grid of an axis-aligned box is separable: built from per-row and per-column coordinates."""
     n, _, h, w = x.shape
     top, left, bh, bw = boxes.to(x.device, torch.float32).unbind(1)
-    sign = 1 - 2 * flips.to(x.device, torch.float32) if flips is not None else 1.0
-    u = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) / w * 2 - 1
-    v = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) / h * 2 - 1
-    gx = (bw / w * sign)[:, None] * u + ((2 * left + bw) / w - 1)[:, None]  # [n, w]
-    gy = (bh / h)[:, None] * v + ((2 * top + bh) / h - 1)[:, None]  # [n, h]
+    gx, gy = _box_axis(left, bw, w), _box_axis(top, bh, h)  # [n, w], [n, h]
+    if flips is not None:
+        gx = torch.where(flips.to(x.device).view(-1, 1), gx.flip(1), gx)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _box_axis(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalized grid coordinates [n, size] of `size` outputs resampling [start, start + length)
+    along one axis: source pixel (j + 0.5) * length / size - 0.5 within the box, clamped to
+    [0, length - 1] as a resize of the cropped image clamps it."""
+    j = torch.arange(size, device=start.device, dtype=torch.float32) + 0.5
+    src = (j * (length / size)[:, None] - 0.5).clamp(min=0)
+    src = torch.minimum(src, (length - 1)[:, None]) + start[:, None]
+    return (2 * src + 1) / size - 1
 
 
 def _pad_crop(x: torch.Tensor, shifts: torch.Tensor, pad: int, fill: torch.Tensor | None) -> torch.Tensor:
