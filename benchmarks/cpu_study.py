@@ -1,6 +1,7 @@
 """The CPU study in one resumable command: every method under the standard protocol and under its
-own legacy protocol, `random` under every hash it touches, the ablation walks, the figures, and the
-markdown tables of `docs/results-cpu.md`, printed from the store.
+own legacy protocol, `random` under every hash it touches, the ablation walks, the figures, the
+HTML report (OUT/html, every leaderboard row checked in headless Chromium where it is installed)
+and the markdown tables of `docs/results-cpu.md`, printed from the store.
 
 Each run is one `rd3h --threads N run` subprocess; a run already complete in the store (same plugin
 version and protocol hash) is skipped, an interrupted one continues where it stopped, and the
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rd3_harness.analysis import leaderboard as lb
+from rd3_harness.analysis.browser import find_chromium
 from rd3_harness.analysis.report import ABLATIONS
 from rd3_harness.errors import UsageError
 from rd3_harness.hashing import short_hash
@@ -173,7 +175,12 @@ def figures(args: argparse.Namespace, standard: str) -> int:
     if args.figures:
         cmd += ["--figures", str(args.figures)]
     print(shlex.join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, stdout=sys.stderr).returncode
+    code = subprocess.run(cmd, stdout=sys.stderr).returncode
+    site = [*RD3H, "report", "-o", str(args.out), "--html", str(args.out / "html")]
+    if find_chromium() is not None:  # a screenshot, and every leaderboard row checked as rendered
+        site += ["--screenshot", str((args.figures or args.out / "figures") / "report-html.png"), "--check"]
+    print(shlex.join(site), file=sys.stderr, flush=True)
+    return code or subprocess.run(site, stdout=sys.stderr).returncode
 
 
 def _board(store: Store, h: str, student: str) -> lb.Board | None:
@@ -318,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--legacy", default=LEGACY, help=f"legacy protocol per method, '' for none (default {LEGACY!r})")
     ap.add_argument("--figures", type=Path, help="folder for the PNGs (default: OUT/figures)")
     ap.add_argument("--no-ablations", action="store_true", help="skip the ablation walks")
-    ap.add_argument("--no-figures", action="store_true", help="skip `rd3h report`")
+    ap.add_argument("--no-figures", action="store_true", help="skip `rd3h report` (PNGs and the HTML report)")
     ap.add_argument("--dry-run", action="store_true", help="print the planned commands; run nothing")
     ap.add_argument("--tables-only", action="store_true", help="run nothing; print the tables from the store")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of markdown")

@@ -7,7 +7,6 @@ import os
 import re
 import struct
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rd3_harness.analysis import html_report
-from rd3_harness.analysis.browser import INSTALL, dump_dom, find_chromium
+from rd3_harness.analysis.browser import INSTALL, dump_dom, find_chromium, tables
 from rd3_harness.cli import app
 from rd3_harness.hashing import short_hash
 from rd3_harness.plugins import get_plugins
@@ -76,43 +75,6 @@ def browser() -> None:
         pytest.skip(message)
 
 
-class Tables(HTMLParser):
-    """Every `<table id=...>` of a document: its rows as (attributes of `<tr>`, cell texts)."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.tables: dict[str, list[tuple[dict, list[str]]]] = {}
-        self.current: str | None = None
-        self.in_body = False
-        self.cell: list[str] | None = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table" and "id" in attrs:
-            self.current = attrs["id"]
-            self.tables[self.current] = []
-        elif tag == "tbody":
-            self.in_body = True
-        elif tag == "tr" and self.current and self.in_body:
-            self.tables[self.current].append((attrs, []))
-        elif tag == "td" and self.current and self.in_body:
-            self.cell = []
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self.cell is not None:
-            self.tables[self.current][-1][1].append("".join(self.cell).strip())
-            self.cell = None
-        elif tag == "tbody":
-            self.in_body = False
-        elif tag == "table":
-            self.current = None
-
-    def handle_data(self, data):
-        if self.cell is not None:
-            self.cell.append(data)
-
-
 def page_of(site: Path, h: str) -> Path:
     return site / "protocols" / f"{short_hash(h)}.html"
 
@@ -148,23 +110,23 @@ def test_best_of_run_numbers_carry_their_flag(site, store_dir):
 
 def test_rendered_tables_hold_the_store_records(site, store_dir, browser):
     store = Store.in_folder(store_dir["out"])
-    index = Tables(dump_dom(site / "index.html")).tables
+    index = tables(dump_dom(site / "index.html"))
     assert {attrs["data-hash"] for attrs, _ in index["protocols"]} == {store_dir["a"], store_dir["b"]}
     assert {attrs["data-run"] for attrs, _ in index["runs"]} == {r.run_id for r in store.runs()}
     for key in ("a", "b"):
         h = store_dir[key]
-        tables = Tables(dump_dom(page_of(site, h))).tables
+        page = tables(dump_dom(page_of(site, h)))
         complete = {r.run_id for r in store.runs(protocol_hash=h, status="complete")}
-        assert {attrs["data-run"] for attrs, _ in tables["leaderboard-0"]} == complete
+        assert {attrs["data-run"] for attrs, _ in page["leaderboard-0"]} == complete
         records = store.records(protocol_hash=h)
-        rows = {(attrs["data-run"], int(attrs["data-seed"]), cells[4]) for attrs, cells in tables["seeds-0"]}
+        rows = {(attrs["data-run"], int(attrs["data-seed"]), cells[4]) for attrs, cells in page["seeds-0"]}
         flag = " †" if key == "b" else ""
         assert rows == {(r.run_id, r.seed, f"{100 * r.top1:.2f}{flag}") for r in records}
 
 
 def leaderboard(page: Path, fragment: str = "") -> list[tuple[str, float]]:
     """(method, mean top-1 %) of the page's first leaderboard, in the order Chromium rendered it."""
-    rows = Tables(dump_dom(page, fragment)).tables["leaderboard-0"]
+    rows = tables(dump_dom(page, fragment))["leaderboard-0"]
     return [(cells[1], float(cells[3].split()[0])) for _, cells in rows]
 
 
@@ -174,7 +136,7 @@ def test_sorting_by_the_address_fragment(site, store_dir, browser):
     assert len(default) == 2 and default == sorted(default, key=lambda r: -r[1])
     assert leaderboard(page, "sort=mean&dir=asc") == sorted(default, key=lambda r: r[1])
     assert leaderboard(page, "sort=method&dir=desc") == sorted(default, reverse=True)
-    seeds = Tables(dump_dom(page, "sort=top1&dir=desc")).tables["seeds-0"]
+    seeds = tables(dump_dom(page, "sort=top1&dir=desc"))["seeds-0"]
     top1 = [float(cells[4]) for _, cells in seeds]
     assert len(top1) == 4 and top1 == sorted(top1, reverse=True)
 
@@ -188,6 +150,20 @@ def test_screenshot(store_dir, tmp_path, browser):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1280, 900)
     assert len(data) > 20_000  # a rendered page, not a blank one
+
+
+def test_check_finds_every_leaderboard_row_and_a_missing_one(store_dir, tmp_path, browser):
+    dest = tmp_path / "checked"
+    result = runner.invoke(app, ["report", "-o", str(store_dir["out"]), "--html", str(dest), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "2 protocol page(s), 3 leaderboard row(s), all present" in result.stderr
+    site = html_report.build(Store.in_folder(store_dir["out"]), dest)
+    page = page_of(dest, store_dir["a"])
+    text = page.read_text()
+    row = re.search(r'<tr data-run="[^"]+" data-method="rded"[^>]*>.*?</tr>', text, re.S)
+    page.write_text(text.replace(row.group(0), ""))
+    problems = html_report.check(site)
+    assert len(problems) == 1 and "leaderboard-0: rows missing" in problems[0] and "rded" in problems[0]
 
 
 def test_without_matplotlib_the_page_says_so(store_dir, tmp_path, monkeypatch):

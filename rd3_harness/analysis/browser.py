@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 from rd3_harness.errors import Rd3Error, UsageError
@@ -75,3 +76,44 @@ def screenshot(page: Path, png: Path, size: tuple[int, int] = (1280, 900)) -> Pa
     if not png.is_file():
         raise Rd3Error(f"Chromium wrote no screenshot to {png}")
     return png
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[tuple[dict[str, str], list[str]]]] = {}
+        self.current: str | None = None
+        self.in_body = False
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        if tag == "table" and "id" in attrs:
+            self.current = attrs["id"]
+            self.tables[self.current] = []
+        elif tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.current and self.in_body:
+            self.tables[self.current].append((attrs, []))
+        elif tag == "td" and self.current and self.in_body:
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self.cell is not None:
+            self.tables[self.current][-1][1].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "tbody":
+            self.in_body = False
+        elif tag == "table":
+            self.current = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def tables(html: str) -> dict[str, list[tuple[dict[str, str], list[str]]]]:
+    """Every `<table id=...>` of a document: its body rows as (attributes of `<tr>`, cell texts)."""
+    parser = _Tables()
+    parser.feed(html)
+    return parser.tables

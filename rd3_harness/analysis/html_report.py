@@ -138,6 +138,8 @@ class Site:
     notes: list[str] = field(default_factory=list)
     largest: Path | None = None
     """The protocol page with the most leaderboard entries (for a screenshot)."""
+    expected: dict[Path, dict[str, set[str]]] = field(default_factory=dict)
+    """Per page, per leaderboard table id, the run ids its rows must show (what `check` reads)."""
 
 
 def safe_name(text: str) -> str:
@@ -511,7 +513,9 @@ class Builder:
             parts.append(
                 '<p class="note">No leaderboard: no complete runs here (runs made by rd3h ablate are left out).</p>'
             )
+        expected = self.site.expected.setdefault(self.site.root / protocol_page(g.hash), {})
         for i, b in enumerate(g.boards):
+            expected[f"leaderboard-{i}"] = {e.run_id for e in b.entries}
             flagged = any(e.test_set_selection for e in b.entries)
             anchor = f"student-{safe_name(b.student)}"
             parts += [
@@ -682,3 +686,23 @@ def build(store, dest: Path, *, protocol_hash: str | None = None, student: str |
     largest = max(groups, key=lambda g: sum(len(b.entries) for b in g.boards))
     builder.site.largest = dest / protocol_page(largest.hash)
     return builder.site
+
+
+def check(site: Site) -> list[str]:
+    """Open every protocol page of `site` in headless Chromium and compare each rendered leaderboard
+    with the store's: one line per table whose rows are not exactly the leaderboard's entries
+    (none when the report is complete)."""
+    from rd3_harness.analysis.browser import dump_dom, tables
+
+    problems = []
+    for page_file, boards in site.expected.items():
+        rendered = tables(dump_dom(page_file))
+        for tid, runs in boards.items():
+            shown = [attrs.get("data-run") for attrs, _ in rendered.get(tid, [])]
+            missing, extra = runs - set(shown), set(shown) - runs
+            where = f"{page_file.relative_to(site.root)} #{tid}"
+            if missing:
+                problems.append(f"{where}: rows missing for run(s) {', '.join(sorted(missing))}")
+            if extra or len(shown) != len(set(shown)):
+                problems.append(f"{where}: rows not in the store's leaderboard or shown twice: {shown}")
+    return problems

@@ -21,7 +21,7 @@ from rd3_harness.cli.common import (
     registries,
     runtime_settings,
 )
-from rd3_harness.errors import UsageError
+from rd3_harness.errors import Rd3Error, UsageError
 from rd3_harness.hashing import short_hash
 
 StudentOpt = Annotated[
@@ -198,6 +198,14 @@ def report(
             help="With --html: also save a 1280x900 PNG of the protocol page with the most entries (needs chromium).",
         ),
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="With --html: open every protocol page in headless Chromium and fail unless each"
+            " leaderboard shows exactly the store's entries (needs chromium).",
+        ),
+    ] = False,
     out_dir: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -218,8 +226,8 @@ def report(
     folder = runtime_settings(out_dir).out
     h = lb.resolve_hash(registries(), store, protocol) if protocol else None
     if html is None:
-        if screenshot is not None:
-            raise UsageError("--screenshot needs --html DIR")
+        if screenshot is not None or check:
+            raise UsageError("--screenshot and --check need --html DIR")
         from rd3_harness.analysis.report import report as draw
 
         written = draw(
@@ -244,6 +252,16 @@ def report(
             from rd3_harness.analysis.browser import screenshot as shoot
 
             written.append(shoot(site.largest, screenshot))
+        if check:
+            problems = html_report.check(site)
+            if problems:
+                raise Rd3Error("the rendered report does not match the store:\n" + "\n".join(problems))
+            rows = sum(len(runs) for boards in site.expected.values() for runs in boards.values())
+            err.print(
+                f"checked in Chromium: {len(site.expected)} protocol page(s), {rows} leaderboard row(s), all present",
+                markup=False,
+                highlight=False,
+            )
     if as_json:
         print_json([str(p) for p in written])
     else:
