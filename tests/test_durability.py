@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -45,8 +46,27 @@ def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp
     path = tmp_path / "sub" / "data.bin"
     atomic_write(path, lambda p: p.write_bytes(b"x" * 1000))
     assert path.read_bytes() == b"x" * 1000
-    assert seen[0].endswith(".data.bin.tmp".replace(".tmp", f".{os.getpid()}.tmp"))
+    assert seen[0].endswith(f".data.bin.{socket.gethostname()}.{os.getpid()}.tmp")
     assert seen[1] == str(path.parent)
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / "weights.safetensors"
+    host = socket.gethostname()
+    stale = tmp_path / f".{path.name}.{host}.{dead.pid}.tmp"
+    writing = tmp_path / f".{path.name}.{host}.{os.getppid()}.tmp"  # a live process's, in progress
+    remote = tmp_path / f".{path.name}.other-host.{dead.pid}.tmp"  # pids of other hosts mean nothing here
+    for f in (stale, writing, remote):
+        f.write_bytes(b"half")
+    atomic_write(path, lambda p: p.write_bytes(b"whole"))
+    assert path.read_bytes() == b"whole"
+    assert not stale.exists() and writing.exists() and remote.exists()
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([path.name, writing.name, remote.name])
 
 
 def test_every_cache_and_checkpoint_write_is_fsynced(tmp_path, monkeypatch):
