@@ -30,12 +30,13 @@ from rd3_harness.analysis import leaderboard as lb
 from rd3_harness.analysis.browser import find_chromium
 from rd3_harness.analysis.report import ABLATIONS
 from rd3_harness.errors import UsageError
-from rd3_harness.hashing import short_hash
+from rd3_harness.hashing import sha256_of, short_hash
 from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol.io import load_protocol, protocol_hash
 from rd3_harness.protocol.library import protocol_path
 from rd3_harness.results.stats import welch_t_test
 from rd3_harness.results.store import Store
+from rd3_harness.synthesis import parse_config
 
 METHODS = (
     "sre2l",
@@ -143,14 +144,32 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], dict]:
     return tasks, protocols
 
 
+def default_config_hash(plugins, method: str) -> str:
+    """The hash of `method`'s config with no `-c` overrides (what the study runs)."""
+    return sha256_of(parse_config(plugins.method(method).method, {}).model_dump(mode="json"))
+
+
 def completed(out: Path, plugins) -> set[tuple[str, str, str]]:
-    """(plugin, version, protocol hash) of the complete runs in the store (as `rd3h sweep` skips)."""
+    """(plugin, version, protocol hash) of the complete runs in the store (as `rd3h sweep` skips)
+    made with the plugin's default config (runs with `-c` overrides are not the study's)."""
     if not (out / "results.sqlite").is_file():
         return set()
+    defaults: dict[str, str | None] = {}
+
+    def default(name: str) -> str | None:
+        if name not in defaults:
+            try:
+                defaults[name] = default_config_hash(plugins, name)
+            except UsageError:  # a plugin no longer installed
+                defaults[name] = None
+        return defaults[name]
+
     return {
         (r.plugin.name, r.plugin.version, r.protocol_hash)
         for r in Store.in_folder(out).runs(status="complete")
-        if not (r.settings or {}).get("students") and not r.protocol_source.startswith(lb.ABLATION_SOURCE)
+        if not (r.settings or {}).get("students")
+        and not r.protocol_source.startswith(lb.ABLATION_SOURCE)
+        and r.method_config_hash == default(r.plugin.name)
     }
 
 
@@ -189,11 +208,13 @@ def _board(store: Store, h: str, student: str) -> lb.Board | None:
 
 
 def _entry(board: lb.Board | None, method: str, version: str) -> lb.Entry | None:
-    """The method's entry of the installed plugin version (the latest run of it, as the board keeps)."""
+    """The method's entry of the installed plugin version with its default config (the latest run
+    of it, as the board keeps); runs made with `-c` overrides are other entries of the board."""
     if board is None:
         return None
+    default = default_config_hash(get_plugins(), method)
     mine = [e for e in board.entries if e.method == method and e.plugin_version == version]
-    return mine[0] if mine else None
+    return next((e for e in mine if e.method_config_hash == default), None)
 
 
 def _acc(e: lb.Entry | None) -> str:

@@ -17,12 +17,14 @@ from rd3_harness.analysis.leaderboard import (
     MixedProtocols,
     board,
     boards,
+    csv_text,
     latex,
     markdown,
 )
 from rd3_harness.analysis.report import pyplot, report
 from rd3_harness.cli import app
 from rd3_harness.errors import UsageError
+from rd3_harness.hashing import sha256_of
 from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol import Protocol, protocol_hash
 from rd3_harness.protocol.library import resolve_protocol
@@ -56,8 +58,17 @@ def protocols(tmp_path_factory) -> dict[str, tuple[Protocol, str]]:
     return out
 
 
-def put(store: Store, protocol: Protocol, source: str, method: str, values: list[float], synth_s: float, n: int) -> Run:
-    """Store a complete run of `method` with one record per seed (top-1 `values`)."""
+def put(
+    store: Store,
+    protocol: Protocol,
+    source: str,
+    method: str,
+    values: list[float],
+    synth_s: float,
+    n: int,
+    config: dict | None = None,
+) -> Run:
+    """Store a complete run of `method` (method config `config`) with one record per seed (top-1 `values`)."""
     h = protocol_hash(protocol)
     run = Run(
         run_id=f"2026010{n}-000000-{method}-{h[:6]}",
@@ -69,8 +80,8 @@ def put(store: Store, protocol: Protocol, source: str, method: str, values: list
         protocol_version=protocol.version,
         protocol_source=source,
         plugin=PluginRef(name=method, version="1.0"),
-        method_config={},
-        method_config_hash="c" * 64,
+        method_config=config or {},
+        method_config_hash=sha256_of(config or {}),
         synset=SynsetRef(sha256="s" * 64, path="/x", count=20, storage_bytes=1000 * n, pixel_bytes=15680),
         synthesis=SynthesisCost(wall_s=synth_s, cpu_s=synth_s, peak_memory_bytes=0, memory_kind="none"),
         teacher={"sha256": "t" * 64},
@@ -155,6 +166,26 @@ def test_entries_gain_and_welch(store, protocols):
     assert legacy.random_hint == f"rd3h run --plugin random --protocol {protocols['legacy'][1]}"
     text = markdown([t, legacy])
     assert text.count("### ") == 2 and "| good |" in text and "No `random` baseline" in text
+
+
+def test_configs_of_one_method_version_are_told_apart(tmp_path, protocols):
+    s = Store.in_folder(tmp_path)
+    standard, src = protocols["standard"]
+    put(s, standard, src, "random", [0.50, 0.52, 0.51], 0.01, 1)
+    put(s, standard, src, "gvbsm", [0.60, 0.61, 0.62], 9.0, 2, {"dd_weight": 1.0, "tau": 4.0})
+    put(s, standard, src, "gvbsm", [0.55, 0.56, 0.57], 9.0, 3, {"dd_weight": 0.0, "tau": 4.0})
+    put(s, standard, src, "rded", [0.58, 0.58, 0.59], 1.0, 4, {"factor": 2})
+    (b,) = boards(s)
+    assert [(e.method, e.variant) for e in b.entries] == [
+        ("gvbsm", "dd_weight=1.0"),
+        ("rded", ""),
+        ("gvbsm", "dd_weight=0.0"),
+        ("random", ""),
+    ]
+    text = markdown([b])
+    assert "| gvbsm [dd_weight=1.0] | 1.0 |" in text and "| gvbsm [dd_weight=0.0] | 1.0 |" in text
+    rows = list(csv.DictReader(io.StringIO(csv_text([b]))))
+    assert [r["variant"] for r in rows] == ["dd_weight=1.0", "", "dd_weight=0.0", ""]
 
 
 def test_leaderboard_command(store, protocols):

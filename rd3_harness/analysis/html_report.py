@@ -381,7 +381,7 @@ class Builder:
                     {"data-run": e.run_id, "data-method": e.method, **({"class": "best"} if e.best else {})},
                     [
                         Cell(str(rank), rank, True),
-                        Cell(escape(e.method)),
+                        Cell(escape(shown["method"])),
                         Cell(escape(e.plugin_version)),
                         Cell(
                             escape(shown["top-1 % (mean ± std)"].removesuffix(DAGGER)) + _flag(e.test_set_selection),
@@ -464,7 +464,7 @@ class Builder:
                 (
                     {"data-run": e.run_id},
                     [
-                        Cell(escape(e.method)),
+                        Cell(escape(lb.row(e)["method"])),
                         Cell(escape(e.plugin_version)),
                         Cell(_pct(e.mean) + _flag(e.test_set_selection), e.mean, True),
                         Cell(_pct(e.gain_over_random, sign=True) + flag, _num(e.gain_over_random), True),

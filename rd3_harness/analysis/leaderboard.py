@@ -5,6 +5,7 @@ t-test against the best entry, time-to-synthesize and storage."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ class Entry:
     p_vs_best: float | None = None
     """Two-sided Welch p-value against the best entry (None for the best itself or n < 2)."""
     best: bool = False
+    variant: str = ""
+    """The method settings that tell this entry from the other entries of the same method and
+    version in its table (`key=value, ...`); empty when it is the only one."""
 
 
 @dataclass
@@ -101,6 +105,7 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
         if run.status == "complete" and mine:
             latest[(run.plugin.name, run.plugin.version, run.method_config_hash)] = (run, mine)
     entries = sorted((_entry(run, recs) for run, recs in latest.values()), key=lambda e: -e.mean)
+    _name_variants(entries, {run.run_id: run.method_config for run, _ in latest.values()})
     last = runs[-1]
     names = " = ".join(dict.fromkeys(r.protocol_name for r in runs))  # files that differ only in metadata
     result = Board(last.protocol_hash, names, last.protocol_source, student, entries)
@@ -117,6 +122,19 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
         if e is not best:
             e.p_vs_best = nan_to_none(welch_t_test(e.values, best.values)[2])
     return result
+
+
+def _name_variants(entries: list[Entry], configs: dict[str, dict[str, Any]]) -> None:
+    """Label entries that share a method and version by the settings in which their configs differ."""
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for e in entries:
+        groups.setdefault((e.method, e.plugin_version), []).append(e)
+    for same in (g for g in groups.values() if len(g) > 1):
+        keys = sorted({k for e in same for k in configs[e.run_id]})
+        differ = [k for k in keys if len({json.dumps(configs[e.run_id].get(k), sort_keys=True) for e in same}) > 1]
+        for e in same:
+            c = configs[e.run_id]
+            e.variant = ", ".join(f"{k}={json.dumps(c.get(k))}" for k in differ) or e.method_config_hash[:12]
 
 
 def baseline_entry(entries: list[Entry]) -> Entry | None:
@@ -187,7 +205,7 @@ def row(e: Entry) -> dict[str, str]:
     p = "best" if e.best else ("-" if e.p_vs_best is None else f"{e.p_vs_best:.3f}")
     synth = "-" if e.synthesis_wall_s is None else f"{e.synthesis_wall_s:.1f}"
     return {
-        "method": e.method,
+        "method": f"{e.method} [{e.variant}]" if e.variant else e.method,
         "version": e.plugin_version,
         "top-1 % (mean ± std)": acc,
         "95% CI": ci,
@@ -231,6 +249,7 @@ CSV_COLUMNS = (
     "method",
     "plugin_version",
     "method_config_hash",
+    "variant",
     "run_id",
     "n",
     "mean",
