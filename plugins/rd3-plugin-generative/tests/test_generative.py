@@ -4,6 +4,7 @@ generator cache, and the loaders of real weights (tiny random pipelines saved to
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -195,6 +196,28 @@ def test_generator_is_cached_by_key_and_checked_by_sha256(smoke_context):
     assert again.info["cache"] == "trained" and again.info["sha256"] == first.info["sha256"]
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["identity"]["dataset"] == "fashion-mnist" and meta["train_wall_s"] > 0
+
+
+def test_sampling_reaches_latents_outside_minus_one_to_one(smoke_context):
+    """Scaled latents have unit std, so DDIM must not clip its clean-latent estimate to [-1, 1]
+    (diffusers' default for pixel-space models): a denoiser that always predicts the noise of a
+    known clean latent must be sampled back to it, beyond 1 included."""
+    cfg = d4m_entry.Config(**TINY_GENERATOR)
+    model = obtain(smoke_context(cfg), cfg)
+    target = torch.randn((2, *model.latent_shape), generator=torch.Generator().manual_seed(0)) * 2
+    alphas = model.training_schedule().alphas_cumprod
+
+    class Oracle(torch.nn.Module):
+        def forward(self, z, timestep, class_labels):
+            a = alphas[timestep.long()].view(-1, 1, 1, 1)
+            clean = target.repeat(len(z) // len(target), 1, 1, 1)
+            return SimpleNamespace(sample=(z - a.sqrt() * clean) / (1 - a).sqrt())
+
+    labels, g = torch.tensor([0, 1]), torch.Generator().manual_seed(1)
+    out = model.sample(labels, guidance=4.0, steps=20, generator=g, unet=Oracle())
+    assert target.abs().max() > 2 and torch.allclose(out, target, atol=1e-4)
+    start = model.sample(labels, guidance=8.0, steps=20, generator=g, unet=Oracle(), start=target * 0, strength=0.7)
+    assert torch.allclose(start, target, atol=1e-4)  # img2img (D4M) takes the same path
 
 
 # ------------------------------------------------------------------------------ real weights, offline

@@ -177,7 +177,9 @@ class LatentDiffusion:
         return training_scheduler(self.train_timesteps)
 
     def ddim(self, steps: int) -> DDIMScheduler:
-        scheduler = DDIMScheduler.from_config(self.training_schedule().config)
+        # latents have unit std: clipping the clean-latent estimate to [-1, 1] (diffusers' default,
+        # meant for pixel-space models; Stable Diffusion's schedulers turn it off) ruins the samples
+        scheduler = DDIMScheduler.from_config(self.training_schedule().config, clip_sample=False)
         scheduler.set_timesteps(steps)
         return scheduler
 
