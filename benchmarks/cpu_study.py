@@ -202,9 +202,20 @@ def figures(args: argparse.Namespace, standard: str) -> int:
     return code or subprocess.run(site, stdout=sys.stderr).returncode
 
 
-def _board(store: Store, h: str, student: str) -> lb.Board | None:
-    found = lb.boards(store, protocol_hash=h, student=student)
-    return found[0] if found else None
+def _board(store: Store, h: str, student: str, plugins) -> lb.Board | None:
+    """The study's table of hash `h`: each method's run of the installed version with its default
+    config (older versions and `-c` variants in the store are left out)."""
+    runs = [
+        r
+        for r in store.runs(protocol_hash=h, status="complete")
+        if not r.protocol_source.startswith(lb.ABLATION_SOURCE)
+        and not (r.settings or {}).get("students")
+        and r.plugin.name in plugins.methods()
+        and r.plugin.version == plugins.method(r.plugin.name).version
+        and r.method_config_hash == default_config_hash(plugins, r.plugin.name)
+    ]
+    b = lb.board(runs, store.records(protocol_hash=h), student) if runs else None
+    return b if b is not None and b.entries else None
 
 
 def _entry(board: lb.Board | None, method: str, version: str) -> lb.Entry | None:
@@ -246,7 +257,7 @@ def tables(args: argparse.Namespace, protocols: dict, methods: list[str]) -> dic
 
     def board(h: str) -> lb.Board | None:
         if h not in boards:
-            boards[h] = _board(store, h, student) if store is not None else None
+            boards[h] = _board(store, h, student, plugins) if store is not None else None
         return boards[h]
 
     version = {m: plugins.method(m).version for m in methods}

@@ -67,6 +67,7 @@ def put(
     synth_s: float,
     n: int,
     config: dict | None = None,
+    version: str = "1.0",
 ) -> Run:
     """Store a complete run of `method` (method config `config`) with one record per seed (top-1 `values`)."""
     h = protocol_hash(protocol)
@@ -79,7 +80,7 @@ def put(
         protocol_name=protocol.name,
         protocol_version=protocol.version,
         protocol_source=source,
-        plugin=PluginRef(name=method, version="1.0"),
+        plugin=PluginRef(name=method, version=version),
         method_config=config or {},
         method_config_hash=sha256_of(config or {}),
         synset=SynsetRef(sha256="s" * 64, path="/x", count=20, storage_bytes=1000 * n, pixel_bytes=15680),
@@ -94,7 +95,7 @@ def put(
             protocol_hash=h,
             protocol_name=protocol.name,
             method=method,
-            plugin_version="1.0",
+            plugin_version=version,
             method_config_hash=run.method_config_hash,
             synset_sha256=run.synset.sha256,
             teacher_sha256="t" * 64,
@@ -175,17 +176,22 @@ def test_configs_of_one_method_version_are_told_apart(tmp_path, protocols):
     put(s, standard, src, "gvbsm", [0.60, 0.61, 0.62], 9.0, 2, {"dd_weight": 1.0, "tau": 4.0})
     put(s, standard, src, "gvbsm", [0.55, 0.56, 0.57], 9.0, 3, {"dd_weight": 0.0, "tau": 4.0})
     put(s, standard, src, "rded", [0.58, 0.58, 0.59], 1.0, 4, {"factor": 2})
+    put(s, standard, src, "d4m", [0.40, 0.41, 0.42], 5.0, 5, {"guidance": 8.0}, version="0.1.0")
+    put(s, standard, src, "d4m", [0.59, 0.60, 0.61], 5.0, 6, {"guidance": 8.0}, version="0.2.0")
     (b,) = boards(s)
     assert [(e.method, e.variant) for e in b.entries] == [
         ("gvbsm", "dd_weight=1.0"),
+        ("d4m", "0.2.0"),
         ("rded", ""),
         ("gvbsm", "dd_weight=0.0"),
         ("random", ""),
+        ("d4m", "0.1.0"),
     ]
     text = markdown([b])
     assert "| gvbsm [dd_weight=1.0] | 1.0 |" in text and "| gvbsm [dd_weight=0.0] | 1.0 |" in text
+    assert "| d4m [0.1.0] | 0.1.0 |" in text
     rows = list(csv.DictReader(io.StringIO(csv_text([b]))))
-    assert [r["variant"] for r in rows] == ["dd_weight=1.0", "", "dd_weight=0.0", ""]
+    assert [r["variant"] for r in rows] == ["dd_weight=1.0", "0.2.0", "", "dd_weight=0.0", "", "0.1.0"]
 
 
 def test_leaderboard_command(store, protocols):

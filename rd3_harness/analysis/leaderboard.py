@@ -46,8 +46,9 @@ class Entry:
     """Two-sided Welch p-value against the best entry (None for the best itself or n < 2)."""
     best: bool = False
     variant: str = ""
-    """The method settings that tell this entry from the other entries of the same method and
-    version in its table (`key=value, ...`); empty when it is the only one."""
+    """What tells this entry from the other entries of the same method in its table: the plugin
+    version when versions differ, then the config settings that differ (`key=value`); empty when
+    the method has one entry."""
 
 
 @dataclass
@@ -125,16 +126,24 @@ def board(runs: list[Run], records: list[RunRecord], student: str) -> Board:
 
 
 def _name_variants(entries: list[Entry], configs: dict[str, dict[str, Any]]) -> None:
-    """Label entries that share a method and version by the settings in which their configs differ."""
-    groups: dict[tuple[str, str], list[Entry]] = {}
+    """Label entries that share a method: by version when versions differ, and by the settings in
+    which their configs differ."""
+    groups: dict[str, list[Entry]] = {}
     for e in entries:
-        groups.setdefault((e.method, e.plugin_version), []).append(e)
+        groups.setdefault(e.method, []).append(e)
     for same in (g for g in groups.values() if len(g) > 1):
+        versions = len({e.plugin_version for e in same}) > 1
         keys = sorted({k for e in same for k in configs[e.run_id]})
         differ = [k for k in keys if len({json.dumps(configs[e.run_id].get(k), sort_keys=True) for e in same}) > 1]
         for e in same:
             c = configs[e.run_id]
-            e.variant = ", ".join(f"{k}={json.dumps(c.get(k))}" for k in differ) or e.method_config_hash[:12]
+            parts = ([e.plugin_version] if versions else []) + [f"{k}={json.dumps(c.get(k))}" for k in differ]
+            e.variant = ", ".join(parts) or e.method_config_hash[:12]
+
+
+def label(e: Entry) -> str:
+    """The entry's name in tables and figures: the method, with its variant when it has one."""
+    return f"{e.method} [{e.variant}]" if e.variant else e.method
 
 
 def baseline_entry(entries: list[Entry]) -> Entry | None:
@@ -205,7 +214,7 @@ def row(e: Entry) -> dict[str, str]:
     p = "best" if e.best else ("-" if e.p_vs_best is None else f"{e.p_vs_best:.3f}")
     synth = "-" if e.synthesis_wall_s is None else f"{e.synthesis_wall_s:.1f}"
     return {
-        "method": f"{e.method} [{e.variant}]" if e.variant else e.method,
+        "method": label(e),
         "version": e.plugin_version,
         "top-1 % (mean ± std)": acc,
         "95% CI": ci,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rd3_harness.analysis.leaderboard import FOOTNOTE, Board, Entry, boards, resolve_hash, title
+from rd3_harness.analysis.leaderboard import FOOTNOTE, Board, Entry, boards, label, resolve_hash, title
 from rd3_harness.errors import UsageError
 from rd3_harness.hashing import short_hash
 
@@ -56,7 +56,7 @@ def efficiency_figure(b: Board, path: Path) -> Path:
             t, 100 * e.mean, yerr=_std(e), fmt="o", capsize=3, color="tab:gray" if e.method == "random" else None
         )
         ax.annotate(
-            e.method + (" †" if e.test_set_selection else ""),
+            label(e) + (" †" if e.test_set_selection else ""),
             (t, 100 * e.mean),
             textcoords="offset points",
             xytext=(5, 4),
@@ -83,7 +83,7 @@ def accuracy_figure(b: Board, path: Path) -> Path:
     plt = pyplot()
     entries = b.entries
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(entries) + 2), 4.2))
-    names = [e.method + (" †" if e.test_set_selection else "") for e in entries]
+    names = [label(e) + (" †" if e.test_set_selection else "") for e in entries]
     colors = ["tab:gray" if e.method == "random" else "tab:blue" for e in entries]
     ax.bar(names, [100 * e.mean for e in entries], yerr=[_std(e) for e in entries], capsize=3, color=colors)
     random = next((e for e in entries if e.method == "random"), None)
@@ -151,8 +151,9 @@ class Pair:
 
 
 def legacy_pairs(registries, store, standard: Board, pattern: str) -> list[Pair]:
-    """Each method of `standard` with its entry under its own legacy protocol, found by formatting
-    `pattern` with the method name (e.g. `cpu/legacy-{method}.v1`); methods without one are left out."""
+    """Each entry of `standard` with the same method, version and config under the method's own
+    legacy protocol, found by formatting `pattern` with the method name (e.g.
+    `cpu/legacy-{method}.v1`); entries without one are left out."""
     pairs = []
     for e in standard.entries:
         try:
@@ -162,9 +163,12 @@ def legacy_pairs(registries, store, standard: Board, pattern: str) -> list[Pair]
         if h == standard.protocol_hash:
             continue
         found = boards(store, h, standard.student)
-        legacy = next((x for b in found for x in b.entries if x.method == e.method), None)
+        same = (e.method, e.plugin_version, e.method_config_hash)
+        legacy = next(
+            (x for b in found for x in b.entries if (x.method, x.plugin_version, x.method_config_hash) == same), None
+        )
         if legacy is not None:
-            pairs.append(Pair(e.method, legacy, found[0].protocol_name, h, e))
+            pairs.append(Pair(label(e), legacy, found[0].protocol_name, h, e))
     return pairs
 
 
