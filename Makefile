@@ -37,7 +37,7 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml $(wildcard plugins/*/pyproject
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[dev,plot,trackers,slurm]'
+	$(PIP) install --quiet -e '.[dev,plot,trackers,slurm]' -e 'plugins/rd3-plugin-generative[sd]'
 	touch $@
 
 install: $(VENV)/.installed
