@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rd3_harness.analysis import leaderboard as lb
+from rd3_harness.analysis.ablate import step_accuracy
 from rd3_harness.analysis.browser import find_chromium
 from rd3_harness.analysis.report import ABLATIONS
 from rd3_harness.errors import UsageError
@@ -335,11 +336,13 @@ def _walk_markdown(data: dict) -> str:
     ]
     for s in data["steps"]:
         change = "; ".join(f"`{c['path']}` {_plain(c['from'])} → {_plain(c['to'])}" for c in s["changes"])
-        acc = f"{100 * s['mean']:.2f}" + (f" ± {100 * s['std']:.2f}" if s["std"] is not None else "")
+        acc = step_accuracy(s)
         delta = "" if s["delta"] is None else f"{100 * s['delta']:+.2f}"
         label = f"from {f['name']}" if s["index"] == 0 else s["label"]
         lines.append(f"| {s['index']} | {label} | {change} | {acc} | {delta} |")
     lines.append(f"| | **total** | | | **{100 * data['total_change']:+.2f}** |")
+    if any(s.get("test_set_selection") for s in data["steps"]):
+        lines += ["", lb.FOOTNOTE]
     return "\n".join(lines)
 
 

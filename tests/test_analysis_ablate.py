@@ -113,6 +113,10 @@ def test_attribution_adds_up(smoke):
     assert data["total_change"] == means[-1] - means[0]
     assert data["sum_of_deltas"] == pytest.approx(data["total_change"], abs=1e-12)
     assert [s["index"] for s in data["steps"]] == seen
+    # best-of-run until the "reported epoch" step, which moves to the final epoch
+    flags = [s["test_set_selection"] for s in data["steps"]]
+    assert flags == [s.protocol.evaluation.report.mode == "best" for s in p.steps]
+    assert flags[0] and not flags[-1]
     with pytest.raises(Exception, match="no result for seed"):
         run_ablation(p, lambda step: ("r", False, {}), method="m", synset_sha256="0", source_ref="a", target_ref="b")
 

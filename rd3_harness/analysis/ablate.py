@@ -226,6 +226,12 @@ class StepResult:
         self.mean, self.std = s.mean, s.std
 
 
+def step_accuracy(step: dict[str, Any]) -> str:
+    """A saved step's top-1 as tables show it: mean ± std in %, † when selected on the test set."""
+    text = f"{100 * step['mean']:.2f}" + (f" ± {100 * step['std']:.2f}" if step["std"] is not None else "")
+    return text + (" †" if step.get("test_set_selection") else "")
+
+
 def deltas(means: list[float]) -> list[float | None]:
     """Change of each step's mean from the previous step's (None for the baseline)."""
     return [None] + [b - a for a, b in zip(means, means[1:])]
@@ -272,6 +278,7 @@ class Ablation:
                     "mean": r.mean,
                     "std": nan_to_none(r.std),
                     "delta": r.delta,
+                    "test_set_selection": r.step.protocol.evaluation.report.mode == "best",
                 }
                 for r in self.results
             ],

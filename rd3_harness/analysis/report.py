@@ -109,6 +109,8 @@ def ablation_figure(data: dict[str, Any], path: Path) -> Path:
     means = [100 * s["mean"] for s in steps]
     stds = [100 * (s["std"] or 0.0) for s in steps]
     labels = [f"{data['from']['name']}"] + [s["label"].replace(" + ", " +\n") for s in steps[1:]] + [data["to"]["name"]]
+    flagged = [s.get("test_set_selection", False) for s in steps]
+    labels = [t + (" †" if f else "") for t, f in zip(labels, [*flagged, flagged[-1]])]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(labels) + 1), 4.6))
     low = min(m - s for m, s in zip(means, stds))
     high = max(m + s for m, s in zip(means, stds))
@@ -138,6 +140,8 @@ def ablation_figure(data: dict[str, Any], path: Path) -> Path:
         fontsize=9,
     )
     ax.grid(True, axis="y", alpha=0.3)
+    if any(flagged):
+        fig.text(0.01, -0.02, FOOTNOTE, fontsize=7)
     return _save(fig, path)
 
 

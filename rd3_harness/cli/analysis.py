@@ -15,7 +15,6 @@ from rd3_harness.cli.common import (
     err,
     out,
     parse_pairs,
-    pct,
     plugins,
     print_json,
     registries,
@@ -56,6 +55,7 @@ def ablate(
     synthetic set) are reused. The attribution is saved under OUT/ablations/ for `rd3h report`.
     """
     from rd3_harness.analysis import ablate as ab
+    from rd3_harness.analysis import leaderboard as lb
     from rd3_harness.analysis.report import ABLATIONS
     from rd3_harness.progress import rich_progress
 
@@ -92,13 +92,15 @@ def ablate(
         changed = "\n".join(f"{c['path']}: {c['from']} -> {c['to']}" for c in step["changes"][:6])
         if len(step["changes"]) > 6:
             changed += f"\n(+{len(step['changes']) - 6} more)"
-        acc = pct(step["mean"]) + (f" ± {100 * step['std']:.2f}" if step["std"] is not None else "")
+        acc = ab.step_accuracy(step)
         delta = "" if step["delta"] is None else f"{100 * step['delta']:+.2f}"
         run = step["run_id"] + (" (stored)" if step["reused"] else "")
         table.add_row(
             f"{step['index']} {step['label']}", changed or "-", acc, delta, short_hash(step["protocol_hash"]), run
         )
     out.print(table)
+    if any(s["test_set_selection"] for s in data["steps"]):
+        err.print(lb.FOOTNOTE, highlight=False, markup=False)
     err.print(
         f"total change {100 * data['total_change']:+.2f} pp = sum of the step changes; seeds {data['seeds']}"
         + ("; other students of the protocols were left out" if data["students_narrowed"] else "")
