@@ -31,13 +31,12 @@ from rd3_harness.analysis.ablate import step_accuracy
 from rd3_harness.analysis.browser import find_chromium
 from rd3_harness.analysis.report import ABLATIONS
 from rd3_harness.errors import UsageError
-from rd3_harness.hashing import sha256_of, short_hash
+from rd3_harness.hashing import short_hash
 from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol.io import load_protocol, protocol_hash
 from rd3_harness.protocol.library import protocol_path
 from rd3_harness.results.stats import welch_t_test
 from rd3_harness.results.store import Store
-from rd3_harness.synthesis import parse_config
 
 METHODS = (
     "sre2l",
@@ -145,32 +144,23 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], dict]:
     return tasks, protocols
 
 
-def default_config_hash(plugins, method: str) -> str:
-    """The hash of `method`'s config with no `-c` overrides (what the study runs)."""
-    return sha256_of(parse_config(plugins.method(method).method, {}).model_dump(mode="json"))
+def study_runs(plugins) -> lb.RunFilter:
+    """The study's runs: each method's installed version with its default config, evaluated on
+    the protocol's every student (older versions, `-c` variants and `--students` runs are not)."""
+    current = lb.current(plugins)
+    return lambda r: current(r) and not (r.settings or {}).get("students")
 
 
 def completed(out: Path, plugins) -> set[tuple[str, str, str]]:
-    """(plugin, version, protocol hash) of the complete runs in the store (as `rd3h sweep` skips)
-    made with the plugin's default config (runs with `-c` overrides are not the study's)."""
+    """(plugin, version, protocol hash) of the study's complete runs in the store (as `rd3h sweep`
+    skips)."""
     if not (out / "results.sqlite").is_file():
         return set()
-    defaults: dict[str, str | None] = {}
-
-    def default(name: str) -> str | None:
-        if name not in defaults:
-            try:
-                defaults[name] = default_config_hash(plugins, name)
-            except UsageError:  # a plugin no longer installed
-                defaults[name] = None
-        return defaults[name]
-
+    keep = study_runs(plugins)
     return {
         (r.plugin.name, r.plugin.version, r.protocol_hash)
         for r in Store.in_folder(out).runs(status="complete")
-        if not (r.settings or {}).get("students")
-        and not r.protocol_source.startswith(lb.ABLATION_SOURCE)
-        and r.method_config_hash == default(r.plugin.name)
+        if not r.protocol_source.startswith(lb.ABLATION_SOURCE) and keep(r)
     }
 
 
@@ -189,7 +179,7 @@ def execute(tasks: list[Task], args: argparse.Namespace, standard: str) -> list[
 
 
 def figures(args: argparse.Namespace, standard: str) -> int:
-    cmd = [*RD3H, "report", "-o", str(args.out), "-p", standard]
+    cmd = [*RD3H, "report", "-o", str(args.out), "-p", standard, "--current"]
     if args.legacy:
         cmd += ["--legacy", args.legacy]
     if args.figures:
@@ -203,30 +193,8 @@ def figures(args: argparse.Namespace, standard: str) -> int:
     return code or subprocess.run(site, stdout=sys.stderr).returncode
 
 
-def _board(store: Store, h: str, student: str, plugins) -> lb.Board | None:
-    """The study's table of hash `h`: each method's run of the installed version with its default
-    config (older versions and `-c` variants in the store are left out)."""
-    runs = [
-        r
-        for r in store.runs(protocol_hash=h, status="complete")
-        if not r.protocol_source.startswith(lb.ABLATION_SOURCE)
-        and not (r.settings or {}).get("students")
-        and r.plugin.name in plugins.methods()
-        and r.plugin.version == plugins.method(r.plugin.name).version
-        and r.method_config_hash == default_config_hash(plugins, r.plugin.name)
-    ]
-    b = lb.board(runs, store.records(protocol_hash=h), student) if runs else None
-    return b if b is not None and b.entries else None
-
-
-def _entry(board: lb.Board | None, method: str, version: str) -> lb.Entry | None:
-    """The method's entry of the installed plugin version with its default config (the latest run
-    of it, as the board keeps); runs made with `-c` overrides are other entries of the board."""
-    if board is None:
-        return None
-    default = default_config_hash(get_plugins(), method)
-    mine = [e for e in board.entries if e.method == method and e.plugin_version == version]
-    return next((e for e in mine if e.method_config_hash == default), None)
+def _entry(board: lb.Board | None, method: str) -> lb.Entry | None:
+    return next((e for e in board.entries if e.method == method), None) if board is not None else None
 
 
 def _acc(e: lb.Entry | None) -> str:
@@ -254,15 +222,15 @@ def tables(args: argparse.Namespace, protocols: dict, methods: list[str]) -> dic
     std_file, std_hash = protocols["standard"]
     student = load_protocol(protocol_path(plugins.registries, std_file)).evaluation.students[0].architecture
     store = Store.in_folder(args.out) if (args.out / "results.sqlite").is_file() else None
+    keep = study_runs(plugins)
     boards: dict[str, lb.Board | None] = {}
 
     def board(h: str) -> lb.Board | None:
         if h not in boards:
-            boards[h] = _board(store, h, student, plugins) if store is not None else None
+            found = lb.boards(store, h, student, keep) if store is not None else []
+            boards[h] = found[0] if found else None
         return boards[h]
 
-    version = {m: plugins.method(m).version for m in methods}
-    base_version = plugins.method(BASELINE).version
     legacy_rows: dict[str, list[str]] = {}
     for m, (f, h) in protocols["legacy"].items():
         legacy_rows.setdefault(h, [name_of(plugins.registries, f), h, []])[2].append(m)
@@ -274,14 +242,14 @@ def tables(args: argparse.Namespace, protocols: dict, methods: list[str]) -> dic
     head = "| method | legacy protocol (hash) | legacy: method | legacy: random | legacy: gain over random |"
     head += " standard: method | standard: gain over random |"
     lines = [head, "|---|---|---|---|---|---|---|"]
-    std_base = _entry(board(std_hash), BASELINE, base_version)
+    std_base = _entry(board(std_hash), BASELINE)
     for m in [m for m in methods if m != BASELINE] + [BASELINE]:
-        std = _entry(board(std_hash), m, version[m])
+        std = _entry(board(std_hash), m)
         std_gain, sg, sp = _gain(std, std_base)
         row = {"method": m, "standard": asdict(std) if std else None, "standard_gain": sg, "standard_p": sp}
         if m in protocols["legacy"]:
             f, h = protocols["legacy"][m]
-            leg, leg_base = _entry(board(h), m, version[m]), _entry(board(h), BASELINE, base_version)
+            leg, leg_base = _entry(board(h), m), _entry(board(h), BASELINE)
             leg_gain, lg, lp = _gain(leg, leg_base)
             name = name_of(plugins.registries, f)
             cells = [f"`{name}` ({short_hash(h)})", _acc(leg), _acc(leg_base), leg_gain]

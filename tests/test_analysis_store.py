@@ -18,6 +18,7 @@ from rd3_harness.analysis.leaderboard import (
     board,
     boards,
     csv_text,
+    current,
     latex,
     markdown,
 )
@@ -38,6 +39,7 @@ from rd3_harness.results.record import (
     summarize_records,
 )
 from rd3_harness.results.store import Store
+from rd3_harness.synthesis import parse_config
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -192,6 +194,31 @@ def test_configs_of_one_method_version_are_told_apart(tmp_path, protocols):
     assert "| d4m [0.1.0] | 0.1.0 |" in text
     rows = list(csv.DictReader(io.StringIO(csv_text([b]))))
     assert [r["variant"] for r in rows] == ["dd_weight=1.0", "0.2.0", "", "dd_weight=0.0", "", "0.1.0"]
+
+
+def test_current_keeps_the_installed_versions_default_configs(tmp_path, protocols):
+    plugins = get_plugins()
+    default = {m: parse_config(plugins.method(m).method, {}).model_dump(mode="json") for m in ("random", "rded")}
+    version = {m: plugins.method(m).version for m in default}
+    s = Store.in_folder(tmp_path)
+    standard, src = protocols["standard"]
+    put(s, standard, src, "random", [0.50, 0.52, 0.51], 0.01, 1, default["random"], version["random"])
+    put(s, standard, src, "rded", [0.58, 0.58, 0.59], 1.0, 2, default["rded"], version["rded"])
+    put(s, standard, src, "rded", [0.40, 0.41, 0.42], 1.0, 3, default["rded"], "0.0.1")  # an older version
+    put(s, standard, src, "rded", [0.61, 0.60, 0.62], 1.0, 4, {**default["rded"], "factor": 1}, version["rded"])
+    put(s, standard, src, "gone", [0.70, 0.71, 0.72], 1.0, 5)  # a plugin no longer installed
+    (everything,) = boards(s)
+    assert len(everything.entries) == 5
+    (today,) = boards(s, keep=current(plugins))
+    assert [(e.method, e.plugin_version, e.mean) for e in today.entries] == [
+        ("rded", version["rded"], pytest.approx(0.5833, abs=1e-4)),
+        ("random", version["random"], pytest.approx(0.51)),
+    ]
+    result = runner.invoke(app, ["leaderboard", "-o", str(tmp_path), "--current", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [e["method"] for e in json.loads(result.stdout)[0]["entries"]] == ["rded", "random"]
+    html = runner.invoke(app, ["report", "-o", str(tmp_path), "--html", str(tmp_path / "site"), "--current"])
+    assert html.exit_code == 2 and "whole store" in html.output
 
 
 def test_leaderboard_command(store, protocols):

@@ -6,11 +6,12 @@ t-test against the best entry, time-to-synthesize and storage."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rd3_harness.errors import UsageError
-from rd3_harness.hashing import short_hash
+from rd3_harness.hashing import sha256_of, short_hash
 from rd3_harness.results.record import Run, RunRecord, nan_to_none
 from rd3_harness.results.stats import summarize, welch_t_test
 
@@ -151,12 +152,39 @@ def baseline_entry(entries: list[Entry]) -> Entry | None:
     return next((e for e in reversed(entries) if e.method == BASELINE), None)
 
 
-def boards(store, protocol_hash: str | None = None, student: str | None = None) -> list[Board]:
-    """Every table of the store (or of one protocol hash), one per hash and student."""
+RunFilter = Callable[[Run], bool]
+
+
+def current(plugins) -> RunFilter:
+    """Keeps the runs of each method's installed plugin version with its default config (no `-c`
+    overrides): a store's tables as the installed plugins would make them today."""
+    from rd3_harness.synthesis import parse_config  # imports torch: only when asked
+
+    installed: dict[str, tuple[str, str] | None] = {}
+
+    def of(name: str) -> tuple[str, str] | None:
+        if name not in installed:
+            try:
+                record = plugins.method(name)
+            except UsageError:  # no longer installed
+                installed[name] = None
+            else:
+                config = parse_config(record.method, {}).model_dump(mode="json")
+                installed[name] = (record.version, sha256_of(config))
+        return installed[name]
+
+    return lambda run: of(run.plugin.name) == (run.plugin.version, run.method_config_hash)
+
+
+def boards(
+    store, protocol_hash: str | None = None, student: str | None = None, keep: RunFilter | None = None
+) -> list[Board]:
+    """Every table of the store (or of one protocol hash), one per hash and student; `keep`
+    chooses the runs (e.g. `current(plugins)`)."""
     runs = [
         r
         for r in store.runs(protocol_hash=protocol_hash, status="complete")
-        if not r.protocol_source.startswith(ABLATION_SOURCE)
+        if not r.protocol_source.startswith(ABLATION_SOURCE) and (keep is None or keep(r))
     ]
     by_hash: dict[str, list[Run]] = {}
     for run in runs:

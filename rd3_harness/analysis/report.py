@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rd3_harness.analysis.leaderboard import FOOTNOTE, Board, Entry, boards, label, resolve_hash, title
+from rd3_harness.analysis.leaderboard import FOOTNOTE, Board, Entry, RunFilter, boards, label, resolve_hash, title
 from rd3_harness.errors import UsageError
 from rd3_harness.hashing import short_hash
 
@@ -41,26 +41,35 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _footnote(fig, ax) -> None:
+    """The best-of-run footnote, below the axes and their (rotated) tick labels."""
+    box = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+    fig.text(0.01, box.y0 - 0.02, FOOTNOTE, fontsize=7, va="top")
+
+
 def _std(e: Entry) -> float:
     return 100 * (e.std or 0.0)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
+
+
 def efficiency_figure(b: Board, path: Path) -> Path:
-    """Accuracy (mean ± std) against time-to-synthesize, log time axis."""
+    """Accuracy (mean ± std) against time-to-synthesize, log time axis; one marker per entry,
+    named in the legend (labels beside clustered points would overlap)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
     timed = [e for e in b.entries if e.synthesis_wall_s is not None]
-    for e in timed:
-        t = max(e.synthesis_wall_s, 1e-3)
+    colors = plt.get_cmap("tab10").colors
+    for i, e in enumerate(timed):
         ax.errorbar(
-            t, 100 * e.mean, yerr=_std(e), fmt="o", capsize=3, color="tab:gray" if e.method == "random" else None
-        )
-        ax.annotate(
-            label(e) + (" †" if e.test_set_selection else ""),
-            (t, 100 * e.mean),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=8,
+            max(e.synthesis_wall_s, 1e-3),
+            100 * e.mean,
+            yerr=_std(e),
+            fmt=MARKERS[i % len(MARKERS)],
+            capsize=3,
+            color="tab:gray" if e.method == "random" else colors[i % len(colors)],
+            label=label(e) + (" †" if e.test_set_selection else ""),
         )
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
@@ -75,6 +84,10 @@ def efficiency_figure(b: Board, path: Path) -> Path:
     ax.set_ylabel("top-1 accuracy (%, mean ± std)")
     ax.set_title(f"Effectiveness vs efficiency (upper left is best)\n{title(b)}", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
+    if timed:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    if any(e.test_set_selection for e in timed):
+        _footnote(fig, ax)
     return _save(fig, path)
 
 
@@ -98,7 +111,7 @@ def accuracy_figure(b: Board, path: Path) -> Path:
     ax.set_title(f"Accuracy per method\n{title(b)}", fontsize=9)
     ax.tick_params(axis="x", rotation=30)
     if any(e.test_set_selection for e in entries):
-        fig.text(0.01, -0.02, FOOTNOTE, fontsize=7)
+        _footnote(fig, ax)
     return _save(fig, path)
 
 
@@ -141,7 +154,7 @@ def ablation_figure(data: dict[str, Any], path: Path) -> Path:
     )
     ax.grid(True, axis="y", alpha=0.3)
     if any(flagged):
-        fig.text(0.01, -0.02, FOOTNOTE, fontsize=7)
+        _footnote(fig, ax)
     return _save(fig, path)
 
 
@@ -154,7 +167,7 @@ class Pair:
     standard: Entry
 
 
-def legacy_pairs(registries, store, standard: Board, pattern: str) -> list[Pair]:
+def legacy_pairs(registries, store, standard: Board, pattern: str, keep: RunFilter | None = None) -> list[Pair]:
     """Each entry of `standard` with the same method, version and config under the method's own
     legacy protocol, found by formatting `pattern` with the method name (e.g.
     `cpu/legacy-{method}.v1`); entries without one are left out."""
@@ -166,7 +179,7 @@ def legacy_pairs(registries, store, standard: Board, pattern: str) -> list[Pair]
             continue
         if h == standard.protocol_hash:
             continue
-        found = boards(store, h, standard.student)
+        found = boards(store, h, standard.student, keep)
         same = (e.method, e.plugin_version, e.method_config_hash)
         legacy = next(
             (x for b in found for x in b.entries if (x.method, x.plugin_version, x.method_config_hash) == same), None
@@ -212,7 +225,7 @@ def legacy_figure(pairs: list[Pair], standard: Board, path: Path) -> Path:
     )
     ax.legend(fontsize=8)
     if any(p.legacy.test_set_selection for p in pairs):
-        fig.text(0.01, -0.02, FOOTNOTE, fontsize=7)
+        _footnote(fig, ax)
     return _save(fig, path)
 
 
@@ -235,18 +248,19 @@ def report(
     student: str | None = None,
     legacy: str | None = None,
     registries=None,
+    keep: RunFilter | None = None,
 ) -> list[Path]:
     """Draw every figure; returns the files written. `legacy` (a protocol-name pattern resolved in
-    `registries`) adds the legacy-versus-standard figure."""
+    `registries`) adds the legacy-versus-standard figure; `keep` chooses the runs."""
     pyplot()
     written = []
-    tables = boards(store, protocol_hash, student)
+    tables = boards(store, protocol_hash, student, keep)
     for b in tables:
         stem = f"{short_hash(b.protocol_hash)}-{b.student}"
         written.append(efficiency_figure(b, figures / f"efficiency-{stem}.png"))
         written.append(accuracy_figure(b, figures / f"accuracy-{stem}.png"))
         if legacy:
-            pairs = legacy_pairs(registries, store, b, legacy)
+            pairs = legacy_pairs(registries, store, b, legacy, keep)
             if pairs:
                 written.append(legacy_figure(pairs, b, figures / f"legacy-vs-standard-{stem}.png"))
     for path, data in saved_ablations(out):

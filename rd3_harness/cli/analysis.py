@@ -136,6 +136,14 @@ def leaderboard(
     ] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Same as --format markdown.")] = False,
+    current: Annotated[
+        bool,
+        typer.Option(
+            "--current",
+            help="Only runs of each method's installed plugin version with its default config"
+            " (older versions and -c variants in the store are left out).",
+        ),
+    ] = False,
 ) -> None:
     """Rank methods: one table per protocol hash and student, never mixing hashes.
 
@@ -153,10 +161,11 @@ def leaderboard(
     fmt = aliases.pop() if aliases else fmt
     store = _store(out_dir)
     h = lb.resolve_hash(registries(), store, protocol) if protocol else None
-    tables = lb.boards(store, h, student)
+    tables = lb.boards(store, h, student, lb.current(plugins()) if current else None)
     if not tables:
         where = f"under sha256:{short_hash(h)} " if h else ""
-        raise UsageError(f"no complete runs {where}in {store.path}" + (f" for student {student}" if student else ""))
+        which = "complete runs of the installed plugins' defaults" if current else "complete runs"
+        raise UsageError(f"no {which} {where}in {store.path}" + (f" for student {student}" if student else ""))
     if fmt == "json":
         print_json([t.as_dict() for t in tables])
         return
@@ -208,6 +217,14 @@ def report(
             " leaderboard shows exactly the store's entries (needs chromium).",
         ),
     ] = False,
+    current: Annotated[
+        bool,
+        typer.Option(
+            "--current",
+            help="Only runs of each method's installed plugin version with its default config"
+            " (older versions and -c variants in the store are left out).",
+        ),
+    ] = False,
     out_dir: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -240,10 +257,14 @@ def report(
             student=student,
             legacy=legacy,
             registries=registries(),
+            keep=lb.current(plugins()) if current else None,
         )
     else:
-        if legacy or figures:
-            raise UsageError("--legacy and --figures belong to the PNG figures; drop them with --html")
+        if legacy or figures or current:
+            raise UsageError(
+                "--legacy, --figures and --current belong to the PNG figures (the HTML report shows the"
+                " whole store); drop them with --html"
+            )
         from rd3_harness.analysis import html_report
 
         site = html_report.build(store, html, protocol_hash=h, student=student)
