@@ -23,6 +23,15 @@ from rd3_harness.cli.common import (
 from rd3_harness.errors import Rd3Error, UsageError
 from rd3_harness.hashing import short_hash
 
+CurrentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--current",
+        help="Only runs of each method's installed plugin version with its default config"
+        " (older versions and -c variants in the store are left out).",
+    ),
+]
+
 StudentOpt = Annotated[
     str | None, typer.Option("--student", help="Student architecture to follow [default: see the command's help].")
 ]
@@ -136,14 +145,7 @@ def leaderboard(
     ] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Same as --format markdown.")] = False,
-    current: Annotated[
-        bool,
-        typer.Option(
-            "--current",
-            help="Only runs of each method's installed plugin version with its default config"
-            " (older versions and -c variants in the store are left out).",
-        ),
-    ] = False,
+    current: CurrentOpt = False,
 ) -> None:
     """Rank methods: one table per protocol hash and student, never mixing hashes.
 
@@ -217,14 +219,7 @@ def report(
             " leaderboard shows exactly the store's entries (needs chromium).",
         ),
     ] = False,
-    current: Annotated[
-        bool,
-        typer.Option(
-            "--current",
-            help="Only runs of each method's installed plugin version with its default config"
-            " (older versions and -c variants in the store are left out).",
-        ),
-    ] = False,
+    current: CurrentOpt = False,
     out_dir: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
