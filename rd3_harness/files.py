@@ -36,12 +36,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _temporary_prefix(path: Path) -> str:
+    """`.<name>.<host>.`: the start of this host's temporaries of `path` (the writer's pid follows)."""
+    return f".{path.name}.{socket.gethostname()}."
+
+
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporary files that killed writers of `path` on this host left behind
     (`.<name>.<host>.<pid>.tmp` with no such process); other hosts' files are left alone."""
-    host = socket.gethostname()
-    for tmp in path.parent.glob(f".{path.name}.{host}.*.tmp"):
-        pid = tmp.name[len(f".{path.name}.{host}.") : -len(".tmp")]
+    prefix = _temporary_prefix(path)
+    for tmp in path.parent.glob(f"{prefix}*.tmp"):
+        pid = tmp.name[len(prefix) : -len(".tmp")]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
@@ -52,7 +57,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     temporaries of writers killed before their rename are removed on the next write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}.tmp")
     try:
         write(tmp)
         fsync_path(tmp)

@@ -33,7 +33,7 @@ from rd3_harness.results.record import (
 )
 from rd3_harness.results.store import Store
 from rd3_harness.settings import Settings
-from rd3_harness.synthesis import code_digest, parse_config, synthesis_key
+from rd3_harness.synthesis import code_digest, config_hash, parse_config, synthesis_key
 from rd3_harness.training.checkpoint import Checkpoints
 from rd3_harness.training.numerics import set_determinism
 from rd3_harness.training.trainer import Engine, StudentResult
@@ -104,7 +104,7 @@ def synthesize(
         "method": method,
         "plugin_version": record.version,
         "config": config_json,
-        "config_hash": sha256_of(config_json),
+        "config_hash": config_hash(config),
         "synthesis_key": key,
         "code_sha256": code,
         "dataset": p.dataset.name,

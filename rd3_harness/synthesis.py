@@ -123,6 +123,11 @@ def synthesis_key(method: str, version: str, config: dict[str, Any], protocol: P
     )
 
 
+def config_hash(config: BaseModel) -> str:
+    """A method config's hash, as run records and set manifests carry it."""
+    return sha256_of(config.model_dump(mode="json"))
+
+
 def parse_config(info: MethodInfo, overrides: dict[str, Any]) -> BaseModel:
     """Validate a method's config; errors name the key and the plugin."""
     try:

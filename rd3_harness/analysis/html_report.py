@@ -464,7 +464,7 @@ class Builder:
                 (
                     {"data-run": e.run_id},
                     [
-                        Cell(escape(lb.row(e)["method"])),
+                        Cell(escape(lb.label(e))),
                         Cell(escape(e.plugin_version)),
                         Cell(_pct(e.mean) + _flag(e.test_set_selection), e.mean, True),
                         Cell(_pct(e.gain_over_random, sign=True) + flag, _num(e.gain_over_random), True),

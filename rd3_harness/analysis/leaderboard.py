@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rd3_harness.errors import UsageError
-from rd3_harness.hashing import sha256_of, short_hash
+from rd3_harness.hashing import short_hash
 from rd3_harness.results.record import Run, RunRecord, nan_to_none
 from rd3_harness.results.stats import summarize, welch_t_test
 
@@ -158,7 +158,7 @@ RunFilter = Callable[[Run], bool]
 def current(plugins) -> RunFilter:
     """Keeps the runs of each method's installed plugin version with its default config (no `-c`
     overrides): a store's tables as the installed plugins would make them today."""
-    from rd3_harness.synthesis import parse_config  # imports torch: only when asked
+    from rd3_harness.synthesis import config_hash, parse_config  # imports torch: only when asked
 
     installed: dict[str, tuple[str, str] | None] = {}
 
@@ -169,8 +169,7 @@ def current(plugins) -> RunFilter:
             except UsageError:  # no longer installed
                 installed[name] = None
             else:
-                config = parse_config(record.method, {}).model_dump(mode="json")
-                installed[name] = (record.version, sha256_of(config))
+                installed[name] = (record.version, config_hash(parse_config(record.method, {})))
         return installed[name]
 
     return lambda run: of(run.plugin.name) == (run.plugin.version, run.method_config_hash)

@@ -47,6 +47,11 @@ def _footnote(fig, ax) -> None:
     fig.text(0.01, box.y0 - 0.02, FOOTNOTE, fontsize=7, va="top")
 
 
+def _flagged(e: Entry) -> str:
+    """The entry's label, with † when its number is best-of-run."""
+    return label(e) + (" †" if e.test_set_selection else "")
+
+
 def _std(e: Entry) -> float:
     return 100 * (e.std or 0.0)
 
@@ -69,7 +74,7 @@ def efficiency_figure(b: Board, path: Path) -> Path:
             fmt=MARKERS[i % len(MARKERS)],
             capsize=3,
             color="tab:gray" if e.method == "random" else colors[i % len(colors)],
-            label=label(e) + (" †" if e.test_set_selection else ""),
+            label=_flagged(e),
         )
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
@@ -96,7 +101,7 @@ def accuracy_figure(b: Board, path: Path) -> Path:
     plt = pyplot()
     entries = b.entries
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(entries) + 2), 4.2))
-    names = [label(e) + (" †" if e.test_set_selection else "") for e in entries]
+    names = [_flagged(e) for e in entries]
     colors = ["tab:gray" if e.method == "random" else "tab:blue" for e in entries]
     ax.bar(names, [100 * e.mean for e in entries], yerr=[_std(e) for e in entries], capsize=3, color=colors)
     random = next((e for e in entries if e.method == "random"), None)
