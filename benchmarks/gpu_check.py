@@ -7,7 +7,8 @@
     optimizer), the floor is forward + backward + optimizer step on a fixed batch; images/s each;
 (c) a one-process NCCL job-parallel run (`torchrun --nproc_per_node 1 ... --device cuda`).
 Writes one JSON report (--report, default gpu_check.json) and prints a table. Without CUDA it
-prints one line and exits 0. Run: `python benchmarks/gpu_check.py [--steps N] [--report FILE]`.
+prints one line and exits 0. Run: `python benchmarks/gpu_check.py [--steps N] [--report FILE]`;
+`--rehearse` runs every part on the CPU with batches of 2, to check the script where no GPU is.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ CASES = (("convnet_d3_w128_bn", 32, 256), ("resnet18_cifar", 32, 256), ("resnet1
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-def smoke_run(out: Path, launcher: list[str]) -> dict:
+def smoke_run(out: Path, launcher: list[str], device: str = "cuda") -> dict:
     cmd = [sys.executable, *launcher, "-m", "rd3_harness", "run", "--plugin", "random", "-p", "cpu/smoke.v1"]
-    cmd += ["--device", "cuda", "-o", str(out), "--json"]
+    cmd += ["--device", device, "-o", str(out), "--json"]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RD3_DEVICE": "cuda"})
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RD3_DEVICE": device})
     result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - start}
     if done.returncode == 0:
         result["top1"] = [r["top1"] for r in json.loads(done.stdout)["records"]]
@@ -40,18 +41,26 @@ def smoke_run(out: Path, launcher: list[str]) -> dict:
     return result
 
 
-def _timed(step, steps: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step, steps: int, device: torch.device) -> float:
     for _ in range(3):  # warm-up (cuDNN plans, allocator)
         step()
-    torch.cuda.synchronize()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    _sync(device)
     return time.perf_counter() - start
 
 
-def engine_vs_floor(arch: str, resolution: int, batch: int, precision: str, steps: int) -> dict:
+def engine_vs_floor(
+    arch: str, resolution: int, batch: int, precision: str, steps: int, device: torch.device = torch.device("cuda")
+) -> dict:
+    """Images/s of the trainer's student step and of a bare step of the same model (the CPU runs it in tests)."""
     from rd3_harness.distributed import World
     from rd3_harness.plugins import get_plugins
     from rd3_harness.protocol.library import resolve_protocol
@@ -66,7 +75,6 @@ def engine_vs_floor(arch: str, resolution: int, batch: int, precision: str, step
     data["evaluation"].update(precision=precision, batch_size=batch)
     protocol = Protocol.model_validate(data)
     set_precision(precision)
-    device = torch.device("cuda")
     spec = Student(architecture=arch)
     student = _Student(spec, protocol, 0, 1, (3, resolution, resolution), 10, device, True, World(), registries.models)
     images = torch.randn(batch, 3, resolution, resolution, device=device)
@@ -84,14 +92,14 @@ def engine_vs_floor(arch: str, resolution: int, batch: int, precision: str, step
     model, opt = student.model, student.optimizer
 
     def floor_step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = model(x_fixed)
         loss = torch.nn.functional.cross_entropy(out.float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    engine_s, floor_s = _timed(engine_step, steps), _timed(floor_step, steps)
+    engine_s, floor_s = _timed(engine_step, steps, device), _timed(floor_step, steps, device)
     return {
         "architecture": arch,
         "resolution": resolution,
@@ -104,26 +112,23 @@ def engine_vs_floor(arch: str, resolution: int, batch: int, precision: str, step
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--report", type=Path, default=Path("gpu_check.json"))
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device on this machine; nothing checked")
-        return 0
-    report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+def check(device: torch.device, steps: int, batch: int | None = None) -> dict:
+    """Every part of the check on `device`; `batch` overrides the cases' batch sizes."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} (rehearsal)"
+    report: dict = {"device": name, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
-        report["smoke_run"] = smoke_run(Path(tmp) / "smoke", [])
+        report["smoke_run"] = smoke_run(Path(tmp) / "smoke", [], device.type)
         report["throughput"] = [
-            engine_vs_floor(arch, res, batch, precision, args.steps)
-            for arch, res, batch in CASES
+            engine_vs_floor(arch, res, batch or case_batch, precision, steps, device)
+            for arch, res, case_batch in CASES
             for precision in PRECISIONS
         ]
-        report["nccl_job_parallel"] = smoke_run(
-            Path(tmp) / "nccl", ["-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29533"]
-        )
-    args.report.write_text(json.dumps(report, indent=2))
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29533"]
+        report["nccl_job_parallel"] = smoke_run(Path(tmp) / "nccl", launcher, device.type)
+    return report
+
+
+def print_table(report: dict) -> None:
     print(f"{report['device']}, torch {report['torch']}")
     for name in ("smoke_run", "nccl_job_parallel"):
         r = report[name]
@@ -134,6 +139,27 @@ def main() -> int:
             f"  {t['architecture']:<20}{t['resolution']:>5}{t['precision']:>10}"
             f"{t['engine_images_per_s']:>14.0f}{t['floor_images_per_s']:>13.0f}{t['engine_over_floor']:>7.2f}"
         )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--report", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="Run every part on the CPU with batches of 2 (and gloo), to check the script itself; the numbers mean nothing.",
+    )
+    args = parser.parse_args()
+    if args.rehearse:
+        report = check(torch.device("cpu"), args.steps, batch=2)
+    elif torch.cuda.is_available():
+        report = check(torch.device("cuda"), args.steps)
+    else:
+        print("gpu_check: no CUDA device on this machine; nothing checked")
+        return 0
+    args.report.write_text(json.dumps(report, indent=2))
+    print_table(report)
     print(f"report: {args.report}")
     ok = report["smoke_run"]["returncode"] == 0 and report["nccl_job_parallel"]["returncode"] == 0
     return 0 if ok else 1
