@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -19,6 +18,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from torchrun import launcher
 from typer.testing import CliRunner
 
 from rd3_harness.cli import app
@@ -322,7 +322,7 @@ def test_one_rank_walks_under_torchrun(tmp_path):
             """
         )
     )
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port()]
+    cmd = [sys.executable, *launcher(2)]
     done = subprocess.run(
         [*cmd, str(script)], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
@@ -331,12 +331,6 @@ def test_one_rank_walks_under_torchrun(tmp_path):
         (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
     )
     assert [r["walks"] for r in ranks] == [1, 0] and ranks[0]["digest"] == ranks[1]["digest"]
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- bad folders, through the CLI

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torchrun import launcher
 
 from rd3_harness import distributed
 from rd3_harness.results.store import Store
@@ -29,16 +29,9 @@ def _protocol(tmp_path: Path, **evaluation) -> Path:
     return path
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def _command(protocol: Path, out: Path, nproc: int, *extra: str) -> list[str]:
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", _free_port()]
     args = ["-m", "rd3_harness", "run", "--plugin", "random", "-p", str(protocol), "-o", str(out), "--json"]
-    return [sys.executable, *(launcher if nproc > 1 else []), *args, *extra]
+    return [sys.executable, *(launcher(nproc) if nproc > 1 else []), *args, *extra]
 
 
 def _env(rd3_settings) -> dict[str, str]:

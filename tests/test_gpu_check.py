@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchrun import launcher
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
@@ -42,8 +43,7 @@ def test_engine_and_floor_steps_run_in_every_precision():
 
 def test_job_parallel_smoke_run_under_torchrun(tmp_path):
     gpu_check = _module()
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29534"]
-    r = gpu_check.smoke_run(tmp_path / "out", launcher, "cpu")
+    r = gpu_check.smoke_run(tmp_path / "out", launcher(1), "cpu")
     assert r["returncode"] == 0, r.get("stderr_tail")
     assert len(r["top1"]) == 1 and 0.1 < r["top1"][0] <= 1  # one record of a trained student
 
