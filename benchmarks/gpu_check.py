@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from torchrun import launcher
 
 CASES = (("convnet_d3_w128_bn", 32, 256), ("resnet18_cifar", 32, 256), ("resnet18", 224, 128))
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -123,8 +124,7 @@ def check(device: torch.device, steps: int, batch: int | None = None) -> dict:
             for arch, res, case_batch in CASES
             for precision in PRECISIONS
         ]
-        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29533"]
-        report["nccl_job_parallel"] = smoke_run(Path(tmp) / "nccl", launcher, device.type)
+        report["nccl_job_parallel"] = smoke_run(Path(tmp) / "nccl", launcher(1), device.type)
     return report
 
 

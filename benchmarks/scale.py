@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torchrun import launcher
 
 from rd3_harness.plugins import get_plugins
 from rd3_harness.protocol.library import protocol_path
@@ -36,12 +36,6 @@ from rd3_harness.settings import Settings
 from rd3_harness.training.labels import TeacherEnsemble
 from rd3_harness.training.trainer import Engine
 from rd3_harness.workspace import open_workspace
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def prepare(source: Path, out: Path) -> Path:
@@ -55,7 +49,7 @@ def processes(protocol_file: Path, synset: Path, nproc: int, out: Path, *extra: 
     """One timed `rd3h evaluate` of the prepared set: nproc processes x (2 / nproc) threads."""
     cmd = [sys.executable]
     if nproc > 1:
-        cmd += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
+        cmd += launcher(nproc)
     cmd += ["-m", "rd3_harness", "evaluate", str(synset), "-p", str(protocol_file), "-o", str(out), "--json"]
     threads = str(max(1, (os.cpu_count() or 2) // nproc))
     env = {**os.environ, "RD3_DEVICE": "cpu", "OMP_NUM_THREADS": threads}

@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import data_pipeline
 import pytest
 import torch
 import yaml
@@ -135,16 +136,6 @@ def test_imagefolder_without_a_name_or_with_grey_normalization_is_invalid(env):
 # ---------------------------------------------------------------- the file index
 
 
-def _load_benchmark():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data_pipeline.py"
-    spec = importlib.util.spec_from_file_location("data_pipeline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def backdate(root: Path) -> None:
     """Folder times an hour ago, as for a dataset unpacked earlier (a just-changed folder's index
     is used but not saved)."""
@@ -178,7 +169,7 @@ def awkward_tree(root: Path) -> Path:
 def test_walk_gives_the_old_scans_files_labels_and_order(tmp_path, caplog):
     from rd3_harness.data.readers import scan_image_folder
 
-    old_scan = _load_benchmark().old_scan_image_folder
+    old_scan = data_pipeline.old_scan_image_folder
     tree = awkward_tree(tmp_path / "t")
     with caplog.at_level(logging.WARNING):
         new = scan_image_folder(tree)

@@ -3,24 +3,17 @@ on the CPU, run the trainer's real student step and a one-process torchrun job-p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import gpu_check
 import pytest
 import torch
 from torchrun import launcher
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: run the script itself")
@@ -33,7 +26,6 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path):
 
 
 def test_engine_and_floor_steps_run_in_every_precision():
-    gpu_check = _module()
     for precision in gpu_check.PRECISIONS:
         r = gpu_check.engine_vs_floor("convnet_d3_w128_bn", 32, 4, precision, 1, torch.device("cpu"))
         assert (r["precision"], r["batch"], r["resolution"]) == (precision, 4, 32)
@@ -42,7 +34,6 @@ def test_engine_and_floor_steps_run_in_every_precision():
 
 
 def test_job_parallel_smoke_run_under_torchrun(tmp_path):
-    gpu_check = _module()
     r = gpu_check.smoke_run(tmp_path / "out", launcher(1), "cpu")
     assert r["returncode"] == 0, r.get("stderr_tail")
     assert len(r["top1"]) == 1 and 0.1 < r["top1"][0] <= 1  # one record of a trained student

@@ -1,4 +1,4 @@
-"""The torchrun launcher the tests start ranks with, on a port no other test holds."""
+"""The torchrun launcher the benchmarks and tests start ranks with, on a port nothing else holds."""
 
 from __future__ import annotations
 
