@@ -109,10 +109,10 @@ def _rank_pid(agent: int, rank: int) -> int | None:
 
 
 def test_data_parallel_two_gloo_processes_match_one(rd3_settings, smoke_workspace, tmp_path):
-    # an instance-norm student: per-sample statistics, so sharding the batch changes nothing but
-    # float summation order (BatchNorm would use per-rank statistics on the CPU; on CUDA the
-    # engine converts it to SyncBatchNorm)
-    protocol = _protocol(tmp_path, epochs=10, students=[{"architecture": "convnet_d1_w32_in"}])
+    # a BatchNorm student and batches of 19 from 20 images: shares of 10 and 9, then of 1 and none.
+    # BatchNorm takes the whole batch's statistics and each rank's loss is weighted by its share,
+    # so two ranks compute what one process does up to the order of float sums
+    protocol = _protocol(tmp_path, epochs=10, batch_size=19, students=[{"architecture": "convnet_d1_w32_bn"}])
     env = _env(rd3_settings)
     one = _run(_command(protocol, tmp_path / "one", 1), env)
     two = _run(_command(protocol, tmp_path / "two", 2, "--parallel", "data"), env)
@@ -120,8 +120,8 @@ def test_data_parallel_two_gloo_processes_match_one(rd3_settings, smoke_workspac
     assert two.returncode == 0, two.stderr
     (single,) = json.loads(one.stdout)["records"]
     (record,) = json.loads(two.stdout)["records"]  # only rank 0 prints
-    assert abs(record["top1"] - single["top1"]) <= 0.005  # stated tolerance: half a point
-    assert abs(record["final_loss"] - single["final_loss"]) <= 1e-3
+    assert abs(record["top1"] - single["top1"]) <= 0.002  # here equal; float order may flip a few test images
+    assert abs(record["final_loss"] - single["final_loss"]) <= 1e-4  # here 3e-7 apart
     assert len(Store.in_folder(tmp_path / "two").records()) == 1  # only rank 0 writes
 
 

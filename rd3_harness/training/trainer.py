@@ -27,6 +27,7 @@ from rd3_harness.protocol.schema import Protocol, Student
 from rd3_harness.registry import ModelEntry
 from rd3_harness.seeding import derive_seed, generator
 from rd3_harness.training.augment import Augmenter, AugmentParams, to_device
+from rd3_harness.training.batchnorm import whole_batch_norm
 from rd3_harness.training.checkpoint import Checkpoints
 from rd3_harness.training.labels import LabelProvider, TeacherEnsemble, make_provider
 from rd3_harness.training.losses import compute_loss
@@ -150,9 +151,8 @@ class _Student:
         self.channels_last = wants_channels_last(model, device, channels_last)
         model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.module, self.world = model, world  # the bare network: checkpointed, averaged and evaluated
-        if world.data_parallel:
-            if device.type == "cuda":  # global-batch BN statistics, as in one process
-                model = self.module = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if world.data_parallel:  # BatchNorm over the whole batch, as in one process, on every device
+            model = self.module = whole_batch_norm(model)
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.index is not None else None
             )
@@ -175,14 +175,22 @@ class _Student:
         self.loss_count = 0
         self.last_loss = float("nan")
 
-    def step(self, x: torch.Tensor, targets, epoch: int, step: int) -> None:
+    def step(self, x: torch.Tensor, targets, epoch: int, step: int, share: float = 1.0) -> None:
+        """One optimizer step on `x`, which is `share` of the batch times the world size (1 in one
+        process): the loss is weighted by it, so that DDP's mean over ranks is the batch mean even
+        when the shares are uneven or one is empty."""
         set_rng_state(self.rng_state, self.device)
         self.scheduler.set(epoch, step)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.model(x)
-        loss = compute_loss(self.loss_spec, out, targets)
+        if not len(x):  # an empty share still joins the collectives, with nothing to add
+            loss = out.float().sum()
+        else:
+            loss = compute_loss(self.loss_spec, out, targets)
+            if share != 1.0:
+                loss = loss * share
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -408,8 +416,9 @@ class Engine:
                     part = self.world.shard(len(idx))
                     targets = self.provider.targets(epoch, b, idx, x, self.labels[idx.to(self.device)], p, part)
                     x = x[part]
+                    share = len(x) * self.world.size / len(idx)
                     for st in students:
-                        st.step(x, targets, epoch, b)
+                        st.step(x, targets, epoch, b, share)
                     steps += 1
                 done = epoch + 1
                 if self.on_epoch:

@@ -1,0 +1,127 @@
+"""BatchNorm over the data-parallel world's whole batch, on every device and backend.
+
+Under `--parallel data` each rank holds a share of the protocol's batch; the protocol's number is
+defined with BatchNorm statistics of the whole batch, as one process computes them. torch's
+SyncBatchNorm gives them on CUDA only (it refuses the CPU, where the gloo tests run) and replaces
+BatchNorm subclasses by a plain layer (timm's BatchNormAct2d would lose its activation). Here every
+BatchNorm layer keeps its class and its own forward; while it trains, its `F.batch_norm` call
+normalises with the statistics of all ranks' inputs: one all-gather of (count, mean, squared
+deviations) per layer forward, merged exactly (Chan et al.), and one all-reduce of the two
+gradient sums per layer backward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+_SIGNATURE = inspect.signature(F.batch_norm)
+
+
+def whole_batch_norm(model: nn.Module) -> nn.Module:
+    """Make every BatchNorm layer of `model` (in place) use the whole batch's statistics in training
+    mode whenever a process group of several ranks exists; evaluation mode is unchanged, and so are
+    the layers' classes as checkpoints see them (same parameters, buffers and state-dict keys)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, _WholeBatch):
+            module.__class__ = _whole_batch_class(type(module))
+    return model
+
+
+class _WholeBatch:
+    """Marks a BatchNorm class made by `_whole_batch_class`."""
+
+
+@functools.cache
+def _whole_batch_class(cls: type) -> type:
+    def forward(self, *args, **kwargs):
+        synced = self.training and dist.is_initialized() and dist.get_world_size() > 1
+        with _WholeBatchStatistics() if synced else contextlib.nullcontext():
+            return cls.forward(self, *args, **kwargs)
+
+    return type(f"WholeBatch{cls.__name__}", (cls, _WholeBatch), {"forward": forward, "__module__": __name__})
+
+
+class _WholeBatchStatistics(TorchFunctionMode):
+    """Active only inside one BatchNorm layer's forward: its training-mode `F.batch_norm` call goes
+    to the whole-batch version; every other call runs as it is."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.batch_norm:
+            return func(*args, **kwargs)
+        call = _SIGNATURE.bind(*args, **kwargs)
+        call.apply_defaults()
+        a = call.arguments
+        if not a["training"]:
+            return func(*args, **kwargs)
+        return _WholeBatchNorm.apply(
+            a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["momentum"], a["eps"]
+        )
+
+
+class _WholeBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm with every rank's statistics; float32 arithmetic, output in the
+    input's dtype (as under autocast)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        dims, shape, channels = _layout(x)
+        xf = x.float()
+        count = xf.numel() // channels
+        if count:
+            mean = xf.mean(dims)
+            squares = (xf - mean.view(shape)).square().sum(dims)
+        else:  # a rank with an empty share adds nothing
+            mean = squares = xf.new_zeros(channels)
+        local = torch.cat([xf.new_tensor([count]), mean, squares])
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local)
+        stats = torch.stack(parts)
+        counts, means, sq = stats[:, :1], stats[:, 1 : channels + 1], stats[:, channels + 1 :]
+        total = counts.sum()
+        mean = (counts * means).sum(0) / total
+        var = (sq.sum(0) + (counts * (means - mean).square()).sum(0)) / total
+        invstd = torch.rsqrt(var + eps)
+        if running_mean is not None:
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+        if running_var is not None:
+            unbiased = var * total / (total - 1).clamp(min=1)
+            running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+        xhat = (xf - mean.view(shape)) * invstd.view(shape)
+        y = xhat
+        if weight is not None:
+            y = y * weight.float().view(shape)
+        if bias is not None:
+            y = y + bias.float().view(shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.total, ctx.dtype = total, x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, invstd, weight = ctx.saved_tensors
+        dims, shape, channels = _layout(xhat)
+        g = grad.float()
+        sum_g, sum_g_xhat = g.sum(dims), (g * xhat).sum(dims)
+        grad_weight = sum_g_xhat.to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = sum_g.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        sums = torch.cat([sum_g, sum_g_xhat])
+        dist.all_reduce(sums)  # the whole batch's sums: the statistics depend on every rank's input
+        mean_g, mean_g_xhat = (sums / ctx.total).split(channels)
+        scale = invstd if weight is None else invstd * weight.float()
+        grad_x = (g - mean_g.view(shape) - xhat * mean_g_xhat.view(shape)) * scale.view(shape)
+        return grad_x.to(ctx.dtype), grad_weight, grad_bias, None, None, None, None
+
+
+def _layout(x: torch.Tensor) -> tuple[list[int], list[int], int]:
+    """Reduction dims, broadcast shape of a per-channel vector, channel count."""
+    return [0, *range(2, x.dim())], [1, -1, *([1] * (x.dim() - 2))], x.shape[1]

@@ -1,0 +1,56 @@
+"""Whole-batch BatchNorm for `--parallel data`: two gloo ranks with uneven shares compute what one
+process computes over the whole batch; without a process group nothing changes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from timm.layers import BatchNormAct2d
+from torch import nn
+from torchrun import launcher
+
+from rd3_harness.training.batchnorm import whole_batch_norm
+
+RANKS = Path(__file__).with_name("whole_batch_ranks.py")
+
+
+def test_two_ranks_normalise_with_the_whole_batch(tmp_path):
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, *launcher(2), str(RANKS), str(out)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report) == {
+        "BatchNorm2d",
+        "BatchNorm2d cumulative",
+        "BatchNorm2d no affine",
+        "BatchNorm1d",
+        "timm BatchNormAct2d",
+    }
+    for layer, diffs in report.items():  # float32 rounding only (per-rank statistics differ by ~0.4)
+        assert max(diffs.values()) < 1e-5, (layer, diffs)
+
+
+def test_without_a_process_group_layers_are_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), BatchNormAct2d(4, act_layer=nn.ReLU))
+    plain = copy.deepcopy(model)
+    whole_batch_norm(model)
+    whole_batch_norm(model)  # converting twice is converting once
+    assert [type(m).__name__ for m in model[1:]] == ["WholeBatchBatchNorm2d", "WholeBatchBatchNormAct2d"]
+    assert isinstance(model[1], nn.BatchNorm2d) and isinstance(model[2], BatchNormAct2d)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(5, 1, 8, 8)
+    y = model(x)
+    assert torch.equal(y, plain(x))  # training mode, one process: the layers' own forward
+    assert (y >= 0).all() and (y == 0).any()  # timm's activation is kept
+    for key, value in plain.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    ema = copy.deepcopy(model).eval()
+    assert torch.equal(ema(x), copy.deepcopy(plain).eval()(x))
