@@ -68,60 +68,62 @@ class _WholeBatchStatistics(TorchFunctionMode):
 
 
 class _WholeBatchNorm(torch.autograd.Function):
-    """Training-mode batch norm with every rank's statistics; float32 arithmetic, output in the
-    input's dtype (as under autocast)."""
+    """Training-mode batch norm with every rank's statistics, built from torch's fused BatchNorm
+    kernels (local statistics, normalisation with given statistics, the local backward pass);
+    float32 arithmetic, output in the input's dtype (as under autocast)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        dims, shape, channels = _layout(x)
+        channels = x.shape[1]
         xf = x.float()
         count = xf.numel() // channels
         if count:
-            mean = xf.mean(dims)
-            squares = (xf - mean.view(shape)).square().sum(dims)
+            mean, var = torch.batch_norm_update_stats(xf, None, None, 0.0)  # biased variance
         else:  # a rank with an empty share adds nothing
-            mean = squares = xf.new_zeros(channels)
-        local = torch.cat([xf.new_tensor([count]), mean, squares])
+            mean = var = xf.new_zeros(channels)
+        local = torch.cat([xf.new_tensor([count]), mean, var * count])
         parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, local)
         stats = torch.stack(parts)
-        counts, means, sq = stats[:, :1], stats[:, 1 : channels + 1], stats[:, channels + 1 :]
+        counts, means, squares = stats[:, :1], stats[:, 1 : channels + 1], stats[:, channels + 1 :]
         total = counts.sum()
         mean = (counts * means).sum(0) / total
-        var = (sq.sum(0) + (counts * (means - mean).square()).sum(0)) / total
-        invstd = torch.rsqrt(var + eps)
+        var = (squares.sum(0) + (counts * (means - mean).square()).sum(0)) / total
         if running_mean is not None:
             running_mean.lerp_(mean.to(running_mean.dtype), momentum)
         if running_var is not None:
             unbiased = var * total / (total - 1).clamp(min=1)
             running_var.lerp_(unbiased.to(running_var.dtype), momentum)
-        xhat = (xf - mean.view(shape)) * invstd.view(shape)
-        y = xhat
-        if weight is not None:
-            y = y * weight.float().view(shape)
-        if bias is not None:
-            y = y + bias.float().view(shape)
-        ctx.save_for_backward(xhat, invstd, weight)
-        ctx.total, ctx.dtype = total, x.dtype
-        ctx.bias_dtype = None if bias is None else bias.dtype
+        w = None if weight is None else weight.float()
+        y = F.batch_norm(xf, mean, var, w, None if bias is None else bias.float(), False, 0.0, eps)
+        ctx.save_for_backward(xf, mean, var, w)
+        ctx.count, ctx.total, ctx.eps, ctx.dtype = count, total, eps, x.dtype
+        ctx.param_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        xhat, invstd, weight = ctx.saved_tensors
-        dims, shape, channels = _layout(xhat)
+        """torch's backward over this rank's share (local means of the gradient), then a per-channel
+        correction from local to whole-batch means: a (m_g - M_g) + a xhat (m_gx - M_gx), with
+        a = weight * invstd, m local and M whole-batch means of g and g * xhat."""
+        x, mean, var, w = ctx.saved_tensors
         g = grad.float()
-        sum_g, sum_g_xhat = g.sum(dims), (g * xhat).sum(dims)
-        grad_weight = sum_g_xhat.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        grad_bias = sum_g.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        a = torch.rsqrt(var + ctx.eps) if w is None else torch.rsqrt(var + ctx.eps) * w
+        if ctx.count:
+            invstd = torch.rsqrt(var + ctx.eps)
+            grad_x, sum_g_xhat, sum_g = torch.ops.aten.native_batch_norm_backward(
+                g, x, w, None, None, mean, invstd, True, ctx.eps, [True, True, True]
+            )
+        else:
+            grad_x, sum_g_xhat, sum_g = torch.zeros_like(x), a.new_zeros(a.shape), a.new_zeros(a.shape)
+        weight_dtype, bias_dtype = ctx.param_dtypes
+        grad_weight = sum_g_xhat.to(weight_dtype) if ctx.needs_input_grad[1] else None
+        grad_bias = sum_g.to(bias_dtype) if ctx.needs_input_grad[2] else None
         sums = torch.cat([sum_g, sum_g_xhat])
+        local = sums / max(ctx.count, 1)
         dist.all_reduce(sums)  # the whole batch's sums: the statistics depend on every rank's input
-        mean_g, mean_g_xhat = (sums / ctx.total).split(channels)
-        scale = invstd if weight is None else invstd * weight.float()
-        grad_x = (g - mean_g.view(shape) - xhat * mean_g_xhat.view(shape)) * scale.view(shape)
+        gap = local - sums / ctx.total
+        if ctx.count:  # the correction is affine in xhat: one fused normalisation kernel
+            gap_g, gap_g_xhat = gap.split(x.shape[1])
+            grad_x += F.batch_norm(x, mean, var, a * gap_g_xhat, a * gap_g, False, 0.0, ctx.eps)
         return grad_x.to(ctx.dtype), grad_weight, grad_bias, None, None, None, None
-
-
-def _layout(x: torch.Tensor) -> tuple[list[int], list[int], int]:
-    """Reduction dims, broadcast shape of a per-channel vector, channel count."""
-    return [0, *range(2, x.dim())], [1, -1, *([1] * (x.dim() - 2))], x.shape[1]
