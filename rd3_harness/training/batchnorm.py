@@ -27,8 +27,8 @@ _SIGNATURE = inspect.signature(F.batch_norm)
 
 def whole_batch_norm(model: nn.Module) -> nn.Module:
     """Make every BatchNorm layer of `model` (in place) use the whole batch's statistics in training
-    mode whenever a process group of several ranks exists; evaluation mode is unchanged, and so are
-    the layers' classes as checkpoints see them (same parameters, buffers and state-dict keys)."""
+    mode whenever a process group of several ranks exists; evaluation mode is unchanged, and each
+    layer stays an instance of its class (same parameters, buffers and state-dict keys)."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, _WholeBatch):
             module.__class__ = _whole_batch_class(type(module))
