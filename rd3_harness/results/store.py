@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +77,22 @@ def store_mode(folder: Path) -> str:
     return mode
 
 
+def _journal_mode(db: sqlite3.Connection, mode: str, timeout: float = 60.0) -> None:
+    """Put the database in `mode` unless it is already there. Switching takes an exclusive lock
+    for which SQLite does not wait (processes opening a new store together, such as torchrun's
+    ranks, get 'database is locked' at once), so the switch is retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != mode:
+                db.execute(f"PRAGMA journal_mode={mode}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store:
     def __init__(self, path: Path, mode: str | None = None):
         self.path = Path(path)
@@ -93,7 +110,7 @@ class Store:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout=60000")
-            db.execute(f"PRAGMA journal_mode={'WAL' if self.mode == 'wal' else 'DELETE'}")
+            _journal_mode(db, "wal" if self.mode == "wal" else "delete")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             yield db
