@@ -176,9 +176,9 @@ class _Student:
         self.last_loss = float("nan")
 
     def step(self, x: torch.Tensor, targets, epoch: int, step: int, share: float = 1.0) -> None:
-        """One optimizer step on `x`, which is `share` of the batch times the world size (1 in one
-        process): the loss is weighted by it, so that DDP's mean over ranks is the batch mean even
-        when the shares are uneven or one is empty."""
+        """One optimizer step on `x`, this rank's part of the batch. `share` is that part's fraction
+        of the batch times the world size (1 in one process): the loss is weighted by it, so that
+        DDP's mean over ranks is the batch mean even when the parts are uneven or one is empty."""
         set_rng_state(self.rng_state, self.device)
         self.scheduler.set(epoch, step)
         if self.channels_last:
