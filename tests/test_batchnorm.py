@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -26,15 +27,9 @@ def test_two_ranks_normalise_with_the_whole_batch(tmp_path):
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    assert set(report) == {
-        "BatchNorm2d",
-        "BatchNorm2d cumulative",
-        "BatchNorm2d no affine",
-        "BatchNorm1d",
-        "timm BatchNormAct2d",
-    }
-    for layer, diffs in report.items():  # float32 rounding only (per-rank statistics differ by ~0.4)
-        assert max(diffs.values()) < 1e-5, (layer, diffs)
+    assert len(report) == 14  # 7 layers (torch's and timm's, channels_last, no affine, ...) x 2 splits
+    for case, diffs in report.items():  # float32 rounding only (per-rank statistics differ by ~0.4)
+        assert max(diffs.values()) < 2e-5, (case, diffs)
 
 
 def test_without_a_process_group_layers_are_unchanged():
@@ -54,3 +49,5 @@ def test_without_a_process_group_layers_are_unchanged():
         assert torch.equal(model.state_dict()[key], value)
     ema = copy.deepcopy(model).eval()
     assert torch.equal(ema(x), copy.deepcopy(plain).eval()(x))
+    again = pickle.loads(pickle.dumps(model))  # torch.save(model) works too
+    assert type(again[1]) is type(model[1]) and torch.equal(again.eval()(x), model.eval()(x))

@@ -1,7 +1,7 @@
-"""Run under torchrun with gloo: every rank normalises its uneven share of one batch through
-BatchNorm layers made whole-batch; rank 0 writes to argv[1] the largest difference from one process
-over the whole batch, per layer, in outputs, input gradients, parameter gradients and running
-statistics after two training steps (tests/test_batchnorm.py)."""
+"""Run under torchrun with gloo: every rank normalises its share of one batch (uneven shares, then
+all on rank 0 and none on rank 1) through BatchNorm layers made whole-batch; rank 0 writes to
+argv[1] the largest difference from one process over the whole batch, per case, in outputs, input
+gradients, parameter gradients and buffers after two training steps (tests/test_batchnorm.py)."""
 
 from __future__ import annotations
 
@@ -16,33 +16,40 @@ from torch import nn
 
 from rd3_harness.training.batchnorm import whole_batch_norm
 
-LAYERS = {
-    "BatchNorm2d": lambda: nn.BatchNorm2d(4),
-    "BatchNorm2d cumulative": lambda: nn.BatchNorm2d(4, momentum=None),
-    "BatchNorm2d no affine": lambda: nn.BatchNorm2d(4, affine=False),
-    "BatchNorm1d": lambda: nn.BatchNorm1d(4),
-    "timm BatchNormAct2d": lambda: BatchNormAct2d(4, act_layer=nn.ReLU),
+LAYERS = {  # name: (layer, input shape after the batch dimension, channels_last input)
+    "BatchNorm2d": (lambda: nn.BatchNorm2d(4), (4, 3, 3), False),
+    "BatchNorm2d channels_last": (lambda: nn.BatchNorm2d(4), (4, 3, 3), True),
+    "BatchNorm2d cumulative": (lambda: nn.BatchNorm2d(4, momentum=None), (4, 3, 3), False),
+    "BatchNorm2d no affine": (lambda: nn.BatchNorm2d(4, affine=False), (4, 3, 3), False),
+    "BatchNorm2d no running statistics": (lambda: nn.BatchNorm2d(4, track_running_stats=False), (4, 3, 3), False),
+    "BatchNorm1d": (lambda: nn.BatchNorm1d(4), (4,), False),
+    "timm BatchNormAct2d": (lambda: BatchNormAct2d(4, act_layer=nn.ReLU), (4, 3, 3), False),
 }
+N = 7
+SHARES = {"uneven": [(0, 4), (4, N)], "one empty": [(0, N), (N, N)]}
 
 
 def main(out: str) -> None:
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()
-    n = 7  # 4 + 3 images: uneven shares
-    start, stop = (0, 4) if rank == 0 else (4, n)
     report = {}
-    for name, make in LAYERS.items():
+    for (name, (make, shape, channels_last)), (split, shares) in (
+        (layer, share) for layer in LAYERS.items() for share in SHARES.items()
+    ):
+        start, stop = shares[rank]
         torch.manual_seed(0)
         one = make()
         with torch.no_grad():
             for p in one.parameters():
                 p.uniform_(0.5, 1.5)
         ranks = whole_batch_norm(copy.deepcopy(one))
-        diffs = {"output": 0.0, "input_grad": 0.0, "param_grad": 0.0, "running": 0.0}
+        diffs = {"output": 0.0, "input_grad": 0.0, "param_grad": 0.0, "buffers": 0.0}
         for _ in range(2):  # two steps: running statistics updated twice
-            shape = (n, 4, 3, 3) if "2d" in name else (n, 4)
-            x = (torch.randn(shape) * 3 + 10).requires_grad_()  # offset: a naive E[x^2] - E[x]^2 would lose digits
-            r = torch.randn(shape)
+            x = torch.randn(N, *shape) * 3 + 10  # offset: a naive E[x^2] - E[x]^2 would lose digits
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
+            r = torch.randn(N, *shape)
             y_one = one(x)
             (y_one * r).sum().backward()
             mine = x.detach()[start:stop].clone().requires_grad_()
@@ -59,8 +66,8 @@ def main(out: str) -> None:
                 p.grad, p_one.grad = None, None
         for key, buffer in one.state_dict().items():
             got = ranks.state_dict()[key]
-            diffs["running"] = max(diffs["running"], (got.double() - buffer.double()).abs().max().item())
-        report[name] = diffs
+            diffs["buffers"] = max(diffs["buffers"], (got.double() - buffer.double()).abs().max().item())
+        report[f"{name}, {split}"] = diffs
     if rank == 0:
         with open(out, "w") as f:
             json.dump(report, f)

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
 _SIGNATURE = inspect.signature(F.batch_norm)
@@ -41,12 +42,19 @@ class _WholeBatch:
 
 @functools.cache
 def _whole_batch_class(cls: type) -> type:
+    """The whole-batch subclass of `cls`, registered in this module under a name unique to `cls`
+    so that converted models pickle (`torch.save(model)`)."""
+
     def forward(self, *args, **kwargs):
         synced = self.training and dist.is_initialized() and dist.get_world_size() > 1
         with _WholeBatchStatistics() if synced else contextlib.nullcontext():
             return cls.forward(self, *args, **kwargs)
 
-    return type(f"WholeBatch{cls.__name__}", (cls, _WholeBatch), {"forward": forward, "__module__": __name__})
+    unique = "_WholeBatch_" + f"{cls.__module__}.{cls.__qualname__}".replace(".", "_")
+    made = type(f"WholeBatch{cls.__name__}", (cls, _WholeBatch), {"forward": forward, "__module__": __name__})
+    made.__qualname__ = unique
+    globals()[unique] = made
+    return made
 
 
 class _WholeBatchStatistics(TorchFunctionMode):
@@ -69,19 +77,19 @@ class _WholeBatchStatistics(TorchFunctionMode):
 
 class _WholeBatchNorm(torch.autograd.Function):
     """Training-mode batch norm with every rank's statistics, built from torch's fused BatchNorm
-    kernels (local statistics, normalisation with given statistics, the local backward pass);
-    float32 arithmetic, output in the input's dtype (as under autocast)."""
+    kernels (local statistics, normalisation with given statistics, the local backward pass); at
+    least float32 arithmetic, output in the input's dtype (as under autocast)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
         channels = x.shape[1]
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         count = xf.numel() // channels
         if count:
             mean, var = torch.batch_norm_update_stats(xf, None, None, 0.0)  # biased variance
         else:  # a rank with an empty share adds nothing
             mean = var = xf.new_zeros(channels)
-        local = torch.cat([xf.new_tensor([count]), mean, var * count])
+        local = torch.cat([torch.full((1,), count, dtype=xf.dtype, device=xf.device), mean, var * count])
         parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, local)
         stats = torch.stack(parts)
@@ -94,36 +102,36 @@ class _WholeBatchNorm(torch.autograd.Function):
         if running_var is not None:
             unbiased = var * total / (total - 1).clamp(min=1)
             running_var.lerp_(unbiased.to(running_var.dtype), momentum)
-        w = None if weight is None else weight.float()
-        y = F.batch_norm(xf, mean, var, w, None if bias is None else bias.float(), False, 0.0, eps)
-        ctx.save_for_backward(xf, mean, var, w)
-        ctx.count, ctx.total, ctx.eps, ctx.dtype = count, total, eps, x.dtype
+        w = torch.ones_like(mean) if weight is None else weight.to(mean.dtype)
+        y = F.batch_norm(xf, mean, var, w, None if bias is None else bias.to(mean.dtype), False, 0.0, eps)
+        ctx.save_for_backward(x, mean, var, w)  # x as it came: a bf16 input is not kept twice
+        ctx.count, ctx.total, ctx.eps = count, total, eps
         ctx.param_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
         return y.to(x.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         """torch's backward over this rank's share (local means of the gradient), then a per-channel
         correction from local to whole-batch means: a (m_g - M_g) + a xhat (m_gx - M_gx), with
         a = weight * invstd, m local and M whole-batch means of g and g * xhat."""
         x, mean, var, w = ctx.saved_tensors
-        g = grad.float()
-        a = torch.rsqrt(var + ctx.eps) if w is None else torch.rsqrt(var + ctx.eps) * w
+        xf, g = x.to(mean.dtype), grad.to(mean.dtype)
+        invstd = torch.rsqrt(var + ctx.eps)
         if ctx.count:
-            invstd = torch.rsqrt(var + ctx.eps)
             grad_x, sum_g_xhat, sum_g = torch.ops.aten.native_batch_norm_backward(
-                g, x, w, None, None, mean, invstd, True, ctx.eps, [True, True, True]
+                g, xf, w, None, None, mean, invstd, True, ctx.eps, [True, True, True]
             )
         else:
-            grad_x, sum_g_xhat, sum_g = torch.zeros_like(x), a.new_zeros(a.shape), a.new_zeros(a.shape)
+            grad_x, sum_g_xhat, sum_g = torch.zeros_like(xf), torch.zeros_like(mean), torch.zeros_like(mean)
         weight_dtype, bias_dtype = ctx.param_dtypes
         grad_weight = sum_g_xhat.to(weight_dtype) if ctx.needs_input_grad[1] else None
         grad_bias = sum_g.to(bias_dtype) if ctx.needs_input_grad[2] else None
         sums = torch.cat([sum_g, sum_g_xhat])
         local = sums / max(ctx.count, 1)
         dist.all_reduce(sums)  # the whole batch's sums: the statistics depend on every rank's input
-        gap = local - sums / ctx.total
+        gap_g, gap_g_xhat = (local - sums / ctx.total).split(len(mean))
         if ctx.count:  # the correction is affine in xhat: one fused normalisation kernel
-            gap_g, gap_g_xhat = gap.split(x.shape[1])
-            grad_x += F.batch_norm(x, mean, var, a * gap_g_xhat, a * gap_g, False, 0.0, ctx.eps)
-        return grad_x.to(ctx.dtype), grad_weight, grad_bias, None, None, None, None
+            a = invstd * w
+            grad_x += F.batch_norm(xf, mean, var, a * gap_g_xhat, a * gap_g, False, 0.0, ctx.eps)
+        return grad_x.to(x.dtype), grad_weight, grad_bias, None, None, None, None

@@ -152,7 +152,7 @@ class _Student:
         model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.module, self.world = model, world  # the bare network: checkpointed, averaged and evaluated
         if world.data_parallel:  # BatchNorm over the whole batch, as in one process, on every device
-            model = self.module = whole_batch_norm(model)
+            whole_batch_norm(model)
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.index is not None else None
             )
