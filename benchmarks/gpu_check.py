@@ -5,7 +5,10 @@
     (ConvNet-D3-W128, ResNet-18 with CIFAR stem) and 224 px (ResNet-18): the engine is the
     student step the trainer runs (augmentation, mixing, KL loss towards given logits,
     optimizer), the floor is forward + backward + optimizer step on a fixed batch; images/s each;
-(c) a one-process NCCL job-parallel run (`torchrun --nproc_per_node 1 ... --device cuda`).
+(c) a one-process NCCL job-parallel run (`torchrun --nproc_per_node 1 ... --device cuda`);
+(d) the whole-batch BatchNorm of `--parallel data` on the device: two ranks sharing the GPU (gloo
+    carries the CUDA tensors; NCCL wants a GPU per rank) against one process
+    (benchmarks/whole_batch_ranks.py: torch's and timm's layers, uneven and empty shares).
 Writes one JSON report (--report, default gpu_check.json) and prints a table. Without CUDA it
 prints one line and exits 0. Run: `python benchmarks/gpu_check.py [--steps N] [--report FILE]`;
 `--rehearse` runs every part on the CPU with batches of 2, to check the script where no GPU is.
@@ -113,6 +116,25 @@ def engine_vs_floor(
     }
 
 
+WHOLE_BATCH_RANKS = Path(__file__).with_name("whole_batch_ranks.py")
+WHOLE_BATCH_TOLERANCE = 1e-4
+
+
+def whole_batch_norm_check(report: Path, device: str = "cuda") -> dict:
+    cmd = [sys.executable, *launcher(2), str(WHOLE_BATCH_RANKS), str(report), device]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - start}
+    if done.returncode == 0:
+        cases = json.loads(report.read_text())
+        result["cases"] = len(cases)
+        result["max_diff"] = max(max(diffs.values()) for diffs in cases.values())
+        result["within_tolerance"] = result["max_diff"] < WHOLE_BATCH_TOLERANCE
+    else:
+        result["stderr_tail"] = done.stderr[-2000:]
+    return result
+
+
 def check(device: torch.device, steps: int, batch: int | None = None) -> dict:
     """Every part of the check on `device`; `batch` overrides the cases' batch sizes."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} (rehearsal)"
@@ -125,6 +147,7 @@ def check(device: torch.device, steps: int, batch: int | None = None) -> dict:
             for precision in PRECISIONS
         ]
         report["nccl_job_parallel"] = smoke_run(Path(tmp) / "nccl", launcher(1), device.type)
+        report["whole_batch_norm"] = whole_batch_norm_check(Path(tmp) / "whole_batch.json", device.type)
     return report
 
 
@@ -133,6 +156,11 @@ def print_table(report: dict) -> None:
     for name in ("smoke_run", "nccl_job_parallel"):
         r = report[name]
         print(f"  {name:<18} rc {r['returncode']}  {r['wall_s']:6.1f} s  top-1 {r.get('top1')}")
+    w = report["whole_batch_norm"]
+    found = f"{w['cases']} cases, largest difference from one process {w['max_diff']:.1e}" if "cases" in w else "failed"
+    print(
+        f"  {'whole_batch_norm':<18} rc {w['returncode']}  {w['wall_s']:6.1f} s  {found} (tolerance {WHOLE_BATCH_TOLERANCE})"
+    )
     print(f"  {'architecture':<20}{'px':>5}{'precision':>10}{'engine img/s':>14}{'floor img/s':>13}{'ratio':>7}")
     for t in report["throughput"]:
         print(
@@ -161,7 +189,11 @@ def main() -> int:
     args.report.write_text(json.dumps(report, indent=2))
     print_table(report)
     print(f"report: {args.report}")
-    ok = report["smoke_run"]["returncode"] == 0 and report["nccl_job_parallel"]["returncode"] == 0
+    ok = (
+        report["smoke_run"]["returncode"] == 0
+        and report["nccl_job_parallel"]["returncode"] == 0
+        and report["whole_batch_norm"].get("within_tolerance", False)
+    )
     return 0 if ok else 1
 
 

@@ -49,4 +49,5 @@ def test_rehearsal_writes_the_whole_report(tmp_path):
     cases = {(t["architecture"], t["resolution"], t["precision"]) for t in r["throughput"]}
     assert len(cases) == 9 and ("resnet18", 224, "bf16") in cases
     assert r["smoke_run"]["top1"] == r["nccl_job_parallel"]["top1"]
+    assert r["whole_batch_norm"]["cases"] == 14 and r["whole_batch_norm"]["within_tolerance"]
     assert "resnet18" in done.stdout and done.stdout.strip().endswith(f"report: {report}")

@@ -1,7 +1,11 @@
-"""Run under torchrun with gloo: every rank normalises its share of one batch (uneven shares, then
-all on rank 0 and none on rank 1) through BatchNorm layers made whole-batch; rank 0 writes to
-argv[1] the largest difference from one process over the whole batch, per case, in outputs, input
-gradients, parameter gradients and buffers after two training steps (tests/test_batchnorm.py)."""
+"""Whole-batch BatchNorm against one process, run under torchrun with 2 ranks and gloo:
+`python -m torch.distributed.run --nproc_per_node 2 benchmarks/whole_batch_ranks.py REPORT [DEVICE]`.
+
+Every rank normalises its share of one batch (uneven shares, then all on rank 0 and none on rank 1)
+through BatchNorm layers made whole-batch, on DEVICE (default cpu; on one GPU both ranks share it,
+gloo carrying the CUDA tensors); rank 0 writes to REPORT the largest difference from one process
+over the whole batch, per case, in outputs, input gradients, parameter gradients and buffers after
+two training steps. Used by tests/test_batchnorm.py and benchmarks/gpu_check.py."""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ N = 7
 SHARES = {"uneven": [(0, 4), (4, N)], "one empty": [(0, N), (N, N)]}
 
 
-def main(out: str) -> None:
+def main(out: str, device: str = "cpu") -> None:
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()
     report = {}
@@ -38,18 +42,18 @@ def main(out: str) -> None:
     ):
         start, stop = shares[rank]
         torch.manual_seed(0)
-        one = make()
+        one = make().to(device)
         with torch.no_grad():
             for p in one.parameters():
                 p.uniform_(0.5, 1.5)
         ranks = whole_batch_norm(copy.deepcopy(one))
         diffs = {"output": 0.0, "input_grad": 0.0, "param_grad": 0.0, "buffers": 0.0}
         for _ in range(2):  # two steps: running statistics updated twice
-            x = torch.randn(N, *shape) * 3 + 10  # offset: a naive E[x^2] - E[x]^2 would lose digits
+            x = torch.randn(N, *shape, device=device) * 3 + 10  # offset: naive E[x^2] - E[x]^2 loses digits
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             x.requires_grad_()
-            r = torch.randn(N, *shape)
+            r = torch.randn(N, *shape, device=device)
             y_one = one(x)
             (y_one * r).sum().backward()
             mine = x.detach()[start:stop].clone().requires_grad_()
@@ -75,4 +79,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
