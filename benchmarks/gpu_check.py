@@ -32,16 +32,22 @@ CASES = (("convnet_d3_w128_bn", 32, 256), ("resnet18_cifar", 32, 256), ("resnet1
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+def _command(cmd: list[str], **env: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run `cmd` with `env` added; its result entry: command, return code, wall time, and the tail
+    of stderr when it failed."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - start}
+    if done.returncode:
+        result["stderr_tail"] = done.stderr[-2000:]
+    return done, result
+
+
 def smoke_run(out: Path, launcher: list[str], device: str = "cuda") -> dict:
     cmd = [sys.executable, *launcher, "-m", "rd3_harness", "run", "--plugin", "random", "-p", "cpu/smoke.v1"]
-    cmd += ["--device", device, "-o", str(out), "--json"]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RD3_DEVICE": device})
-    result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - start}
+    done, result = _command([*cmd, "--device", device, "-o", str(out), "--json"], RD3_DEVICE=device)
     if done.returncode == 0:
         result["top1"] = [r["top1"] for r in json.loads(done.stdout)["records"]]
-    else:
-        result["stderr_tail"] = done.stderr[-2000:]
     return result
 
 
@@ -121,17 +127,14 @@ WHOLE_BATCH_TOLERANCE = 1e-4
 
 
 def whole_batch_norm_check(report: Path, device: str = "cuda") -> dict:
-    cmd = [sys.executable, *launcher(2), str(WHOLE_BATCH_RANKS), str(report), device]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - start}
+    done, result = _command(
+        [sys.executable, *launcher(2), str(WHOLE_BATCH_RANKS), str(report), device], OMP_NUM_THREADS="1"
+    )
     if done.returncode == 0:
         cases = json.loads(report.read_text())
         result["cases"] = len(cases)
         result["max_diff"] = max(max(diffs.values()) for diffs in cases.values())
         result["within_tolerance"] = result["max_diff"] < WHOLE_BATCH_TOLERANCE
-    else:
-        result["stderr_tail"] = done.stderr[-2000:]
     return result
 
 

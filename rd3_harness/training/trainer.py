@@ -185,12 +185,10 @@ class _Student:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.model(x)
-        if not len(x):  # an empty share still joins the collectives, with nothing to add
+        if len(x):  # share is exactly 1.0 in one process: multiplying changes no bit
+            loss = compute_loss(self.loss_spec, out, targets) * share
+        else:  # an empty share still joins the collectives, with nothing to add
             loss = out.float().sum()
-        else:
-            loss = compute_loss(self.loss_spec, out, targets)
-            if share != 1.0:
-                loss = loss * share
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
